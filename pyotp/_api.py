@@ -1,0 +1,441 @@
+"""Process primitives: spawn, send, link, monitor, exit, registry, refs, timers, introspection.
+
+Where it sits: user code → **pyotp._api** (argument checks, then the scheduler) →
+`schedulers` (pid table, mailboxes, signals) → `transport` when a pid lives elsewhere.
+This module is the one seam between the public API and the scheduler of this OS process.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from schedulers import current_process, deliver, get
+from transport import BadArg, Exit, NotInProcess, Pid, Ref
+
+__all__ = [
+    "cancel_timer",
+    "demonitor",
+    "exit",
+    "link",
+    "make_ref",
+    "monitor",
+    "monitor_node",
+    "node",
+    "nodes",
+    "process_flag",
+    "process_info",
+    "processes",
+    "register",
+    "registered",
+    "send",
+    "send_after",
+    "spawn",
+    "spawn_link",
+    "spawn_monitor",
+    "unlink",
+    "unregister",
+    "whereis",
+]
+
+
+def _scheduler(what: str) -> Any:
+    sched = get()
+    if sched is None:
+        raise NotInProcess(what)
+    return sched
+
+
+def _check_pid(pid: Any, what: str) -> None:
+    if type(pid) is not Pid:
+        raise BadArg(f"{what} expects a pyotp.Pid, got {type(pid).__name__}: {pid!r}")
+
+
+def _raise_if_dead(proc: Any) -> None:
+    # A signal handled inside this call ended the calling process: stop it now.
+    if proc.reason is not None:
+        raise Exit(proc.reason)
+
+
+# --------------------------------------------------------------------- spawn
+
+
+def spawn(
+    fn: Callable[..., Any],
+    *args: Any,
+    link: bool = False,
+    monitor: bool = False,
+    scheduler: int | None = None,
+    node: str | None = None,
+    placement: Any = None,
+    near: Pid | None = None,
+    trap_exit: bool = False,
+) -> Any:
+    """Start a green process running `fn(*args)` (`async def` or plain).
+
+    Args:
+        link: link the new process to the caller.
+        monitor: monitor it; the call then returns `(pid, ref)`.
+        scheduler: the scheduler index to run on (default: this one).
+        node: the node to run on (default: this one).
+        placement: `"auto"` to pick the least-loaded scheduler.
+        near: a pid whose scheduler the new process should share.
+        trap_exit: start with `trap_exit` set.
+
+    Returns:
+        The new pid, or `(pid, ref)` with `monitor=True`.
+
+    Raises:
+        BadArg: `fn` is not callable, or a placement option names no scheduler or node.
+        NotInProcess: `link`/`monitor` requested from outside a process, or no runtime.
+    """
+    if not callable(fn):
+        raise BadArg(f"spawn expects a callable, got {type(fn).__name__}: {fn!r}")
+    sched = get()
+    if sched is None:
+        raise NotInProcess("pyotp.spawn()")
+    parent = current_process("pyotp.spawn()") if (link or monitor) else _caller()
+    if scheduler is not None or node is not None or placement is not None or near is not None:
+        _check_placement(sched, scheduler, node, placement, near)
+    return sched.spawn(fn, args, parent, link, monitor, trap_exit)
+
+
+def _caller() -> Any:
+    from schedulers._process import _current
+
+    return _current.get(None)
+
+
+def _check_placement(sched: Any, scheduler: Any, node: Any, placement: Any, near: Any) -> None:
+    if scheduler is not None:
+        if type(scheduler) is not int:
+            raise BadArg(f"spawn scheduler= expects an int index, got {scheduler!r}")
+        if scheduler != sched.index:
+            raise BadArg(f"spawn scheduler={scheduler}: this node runs scheduler 0 only")
+    if node is not None:
+        if type(node) is not str:
+            raise BadArg(f"spawn node= expects a node name str, got {node!r}")
+        if node != sched.node:
+            raise BadArg(f"spawn node={node!r}: not connected to that node")
+    if placement is not None and placement != "auto":
+        raise BadArg(f"spawn placement= expects 'auto', got {placement!r}")
+    if near is not None:
+        _check_pid(near, "spawn near=")
+
+
+def spawn_link(fn: Callable[..., Any], *args: Any, **opts: Any) -> Pid:
+    """Spawn `fn(*args)` linked to the caller (see `spawn`)."""
+    return spawn(fn, *args, link=True, **opts)
+
+
+def spawn_monitor(fn: Callable[..., Any], *args: Any, **opts: Any) -> tuple[Pid, Ref]:
+    """Spawn `fn(*args)` monitored by the caller; return `(pid, ref)` (see `spawn`)."""
+    return spawn(fn, *args, monitor=True, **opts)
+
+
+# --------------------------------------------------------------------- send
+
+
+def send(dest: Pid | str | tuple[str, str], msg: Any) -> Any:
+    """Send `msg` to `dest` (a pid, a registered name, or `(name, node)`); return `msg`.
+
+    Sending to a dead pid drops the message silently, as in Erlang.
+
+    Raises:
+        BadArg: `dest` is a name nobody has registered, or not a pid/name/(name, node).
+        NotSerializable: `msg` is not a term and would cross a scheduler or node.
+    """
+    if type(dest) is Pid:
+        proc = dest._proc
+        if proc is not None:
+            w = proc.waiter
+            if w is not None and proc.matcher is None and not w.done():
+                proc.waiter = None
+                w.set_result(msg)
+            else:
+                deliver(proc, msg)
+            return msg
+        return _send_elsewhere(dest, msg)
+    return _send_named(dest, msg)
+
+
+def _send_elsewhere(pid: Pid, msg: Any) -> Any:
+    sched = get()
+    if sched is None:
+        raise NotInProcess("pyotp.send()")
+    proc = sched.lookup(pid)  # a pid rebuilt from its fields still reaches a live process
+    if proc is not None:
+        deliver(proc, msg)
+    return msg
+
+
+def _send_named(dest: Any, msg: Any) -> Any:
+    sched = get()
+    if sched is None:
+        raise NotInProcess("pyotp.send()")
+    if type(dest) is str:
+        proc = sched.names.get(dest)
+        if proc is None:
+            raise BadArg(f"send: no process is registered as {dest!r}", "badarg")
+        deliver(proc, msg)
+        return msg
+    if type(dest) is tuple and len(dest) == 2 and type(dest[0]) is str and type(dest[1]) is str:
+        name, node_name = dest
+        if node_name == sched.node:
+            proc = sched.names.get(name)
+            if proc is None:
+                raise BadArg(f"send: no process is registered as {name!r}", "badarg")
+            deliver(proc, msg)
+        return msg  # to an unreachable node: dropped, as in Erlang
+    raise BadArg(
+        f"send expects a Pid, a registered name str or a (name, node) tuple, got {dest!r}"
+    )
+
+
+# --------------------------------------------------------------------- links, monitors, exits
+
+
+def link(pid: Pid) -> None:
+    """Link the caller and `pid` both ways; a dead `pid` sends the caller "noproc".
+
+    Raises:
+        BadArg: `pid` is not a Pid.
+        Exit: with "noproc", when `pid` is dead and the caller does not trap exits.
+    """
+    proc = current_process("pyotp.link()")
+    _check_pid(pid, "link")
+    get().link(proc, pid)
+
+
+def unlink(pid: Pid) -> None:
+    """Remove the link between the caller and `pid`, if any."""
+    proc = current_process("pyotp.unlink()")
+    _check_pid(pid, "unlink")
+    get().unlink(proc, pid)
+
+
+def monitor(target: Pid | str | tuple[str, str]) -> Ref:
+    """Monitor a pid or a registered name; return the monitor's ref.
+
+    When the target exits the caller gets `("DOWN", ref, "process", pid_or_(name, node),
+    reason)`; a dead target or unknown name gives an immediate DOWN with "noproc".
+
+    Raises:
+        BadArg: `target` is not a Pid, a name, or `(name, node)`.
+    """
+    proc = current_process("pyotp.monitor()")
+    if not (
+        type(target) is Pid
+        or type(target) is str
+        or (type(target) is tuple and len(target) == 2 and all(type(x) is str for x in target))
+    ):
+        raise BadArg(f"monitor expects a Pid, a name or (name, node), got {target!r}")
+    return get().monitor(proc, target)
+
+
+def demonitor(ref: Ref, flush: bool = False) -> bool:
+    """Remove the monitor `ref`; with `flush=True` also drop its DOWN message if queued."""
+    proc = current_process("pyotp.demonitor()")
+    if type(ref) is not Ref:
+        raise BadArg(f"demonitor expects a monitor Ref, got {ref!r}")
+    return get().demonitor(proc, ref, flush)
+
+
+def exit(pid: Pid, reason: Any) -> None:  # noqa: A001 - Erlang's name, used as pyotp.exit
+    """Send an exit signal with `reason` to `pid` (Erlang's `exit/2`).
+
+    "kill" cannot be trapped (the target dies with "killed"); "normal" does nothing to a
+    target that does not trap exits, unless the target is the caller.
+
+    Raises:
+        BadArg: `pid` is not a Pid.
+    """
+    proc = current_process("pyotp.exit()")
+    _check_pid(pid, "exit")
+    get().exit_signal(proc.pid, pid, reason)
+    _raise_if_dead(proc)
+
+
+def process_flag(flag: str, value: Any) -> Any:
+    """Set a process flag of the caller and return its old value (only "trap_exit").
+
+    Raises:
+        BadArg: an unknown flag or a non-bool value.
+    """
+    proc = current_process("pyotp.process_flag()")
+    if flag != "trap_exit":
+        raise BadArg(f"process_flag: unknown flag {flag!r}; supported: 'trap_exit'")
+    if type(value) is not bool:
+        raise BadArg(f"process_flag('trap_exit', value) expects a bool, got {value!r}")
+    old = proc.trap_exit
+    proc.trap_exit = value
+    return old
+
+
+# --------------------------------------------------------------------- registry
+
+
+def _check_name(name: Any, what: str) -> None:
+    if type(name) is not str or not name:
+        raise BadArg(f"{what} expects a non-empty name str, got {name!r}")
+    if name == "undefined":
+        raise BadArg(f"{what}: the name 'undefined' is reserved")
+
+
+async def register(name: str, pid: Pid) -> None:
+    """Register `name` for `pid`, node-wide.
+
+    Raises:
+        BadArg: the name is taken, `pid` is dead, or `pid` already has a name.
+    """
+    current_process("pyotp.register()")
+    _check_name(name, "register")
+    _check_pid(pid, "register")
+    get().register(name, pid)
+
+
+async def unregister(name: str) -> None:
+    """Remove the registered `name`.
+
+    Raises:
+        BadArg: nobody holds `name`.
+    """
+    current_process("pyotp.unregister()")
+    _check_name(name, "unregister")
+    get().unregister(name)
+
+
+def whereis(name: str) -> Pid | None:
+    """Return the pid registered as `name`, or None."""
+    sched = _scheduler("pyotp.whereis()")
+    if type(name) is not str:
+        raise BadArg(f"whereis expects a name str, got {name!r}")
+    proc = sched.names.get(name)
+    return proc.pid if proc is not None else None
+
+
+def registered() -> list[str]:
+    """Return every registered name of the node."""
+    return list(_scheduler("pyotp.registered()").names)
+
+
+# --------------------------------------------------------------------- refs, timers
+
+
+def make_ref() -> Ref:
+    """Return a reference unique across the cluster.
+
+    It also marks the caller's mailbox, so a `receive` for a message holding this ref skips
+    every message that was queued before it was made.
+    """
+    proc = _caller()
+    sched = _scheduler("pyotp.make_ref()")
+    ref = sched.make_ref()
+    if proc is not None:
+        proc.marker_ref = ref
+        proc.marker_pos = len(proc.mbox) if proc.mbox else 0
+    return ref
+
+
+def send_after(seconds: float, dest: Pid | str | tuple[str, str], msg: Any) -> Ref:
+    """Send `msg` to `dest` after `seconds`; return a timer ref for `cancel_timer`.
+
+    Raises:
+        BadArg: `seconds` is not a number >= 0.
+    """
+    sched = _scheduler("pyotp.send_after()")
+    if type(seconds) not in (int, float) or seconds < 0:
+        raise BadArg(f"send_after expects seconds >= 0, got {seconds!r}")
+    return sched.send_after(seconds, dest, msg, send)
+
+
+def cancel_timer(tref: Ref) -> float | None:
+    """Cancel a `send_after` timer; return the seconds that were left, or None if it fired."""
+    sched = _scheduler("pyotp.cancel_timer()")
+    if type(tref) is not Ref:
+        raise BadArg(f"cancel_timer expects a timer Ref, got {tref!r}")
+    return sched.cancel_timer(tref)
+
+
+# --------------------------------------------------------------------- introspection
+
+
+async def processes() -> list[Pid]:
+    """Return the pids of every live process of the node."""
+    current_process("pyotp.processes()")
+    return [p.pid for p in get().procs.values()]
+
+
+async def process_info(pid: Pid) -> dict[str, Any] | None:
+    """Return a dict describing `pid`, or None when it is dead.
+
+    Keys: status, message_queue_len, links, monitors, registered_name, trap_exit, scheduler,
+    node, current_function, reductions, memory (an estimate in bytes).
+    """
+    me = current_process("pyotp.process_info()")
+    _check_pid(pid, "process_info")
+    sched = get()
+    proc = sched.resolve(pid)
+    if proc is None:
+        return None
+    return info_of(proc, me)
+
+
+def info_of(proc: Any, me: Any = None) -> dict[str, Any]:
+    """Internal: the process_info dict of a live local process."""
+    import sys
+
+    if proc is me:
+        status = "running"
+    elif proc.suspended:
+        status = "suspended"
+    elif proc.reason is not None:
+        status = "exiting"
+    elif proc.waiter is not None:
+        status = "waiting"
+    else:
+        status = "runnable"
+    qlen = proc.queue_len()
+    memory = 600 + (sys.getsizeof(proc.mbox) if proc.mbox is not None else 0) + 64 * qlen
+    fn = proc.fn
+    return {
+        "status": status,
+        "message_queue_len": qlen,
+        "links": sorted(proc.links) if proc.links else [],
+        "monitors": [("process", p) for p in proc.monitors.values()] if proc.monitors else [],
+        "monitored_by": [w for w, _ in proc.watchers.values()] if proc.watchers else [],
+        "registered_name": proc.name,
+        "trap_exit": proc.trap_exit,
+        "scheduler": proc.pid.scheduler,
+        "node": proc.pid.node,
+        "current_function": (
+            getattr(fn, "__module__", None),
+            getattr(fn, "__qualname__", repr(fn)),
+        ),
+        "reductions": proc.reductions,
+        "memory": memory,
+    }
+
+
+def node() -> str:
+    """Return this node's name ("nonode@nohost" when not distributed)."""
+    sched = get()
+    return sched.node if sched is not None else "nonode@nohost"
+
+
+def nodes() -> list[str]:
+    """Return the names of the connected nodes."""
+    _scheduler("pyotp.nodes()")
+    return []
+
+
+def monitor_node(node_name: str, flag: bool) -> bool:
+    """Watch `node_name`: the caller gets `("nodedown", node_name)` when it is lost.
+
+    A node that is not connected gives an immediate nodedown, as in Erlang.
+    """
+    proc = current_process("pyotp.monitor_node()")
+    if type(node_name) is not str or type(flag) is not bool:
+        raise BadArg(f"monitor_node expects (node str, bool), got ({node_name!r}, {flag!r})")
+    if flag and node_name != get().node:
+        deliver(proc, ("nodedown", node_name))
+    return True

@@ -1,0 +1,92 @@
+"""`pyotp.run`: boot a node, run `main` as its first process, shut everything down.
+
+Behind the scenes:
+1. A uvloop event loop is made and a `Scheduler` installed as this OS process's scheduler.
+2. `main(*args)` is spawned as the first process; `run` waits for it to end.
+3. Every remaining process gets exit reason "shutdown" (trapping ones as an EXIT message from
+   their parent, so behaviours run `terminate`); stragglers are killed after a grace period.
+4. The loop closes; `run` returns main's value or raises `ProcessCrash`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Any, Callable
+
+import uvloop
+
+from schedulers import Scheduler, get, set_current
+from transport import BadArg, OtpError, ProcessCrash
+
+__all__ = ["run"]
+
+
+def run(
+    main: Callable[..., Any],
+    *args: Any,
+    schedulers: int | str = 1,
+    name: str | None = None,
+    cookie: str | None = None,
+    attributes: dict[str, Any] | None = None,
+    config: str | dict[str, Any] | None = None,
+) -> Any:
+    """Boot a node, run `main(*args)` as its first process, return its value, shut down.
+
+    Args:
+        main: an `async def` or plain function; the node's first process.
+        schedulers: number of scheduler OS processes, or "auto" (one per usable CPU).
+        name: a node name like "a@127.0.0.1" to make the node distributed.
+        cookie: the distribution cookie.
+        attributes: node attributes for placement.
+        config: application env and kernel settings, a dict or a TOML file path.
+
+    Returns:
+        What `main` returned.
+
+    Raises:
+        ProcessCrash: `main` ended with a reason other than "normal"; `.reason` is it.
+        BadArg: an argument has the wrong type or value.
+        OtpError: a runtime is already running in this OS process.
+    """
+    if not callable(main):
+        raise BadArg(f"run expects a callable main, got {type(main).__name__}: {main!r}")
+    if schedulers == "auto":
+        n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        schedulers = max(1, n or 1)
+    if type(schedulers) is not int or schedulers < 1:
+        raise BadArg(f"run schedulers= expects an int >= 1 or 'auto', got {schedulers!r}")
+    if name is not None and (type(name) is not str or "@" not in name):
+        raise BadArg(f"run name= expects a node name like 'a@127.0.0.1', got {name!r}")
+    if attributes is not None and type(attributes) is not dict:
+        raise BadArg(f"run attributes= expects a dict, got {attributes!r}")
+    if config is not None and not isinstance(config, (dict, str, os.PathLike)):
+        raise BadArg(f"run config= expects a dict or a TOML file path, got {config!r}")
+    if get() is not None:
+        raise OtpError("already_running", "pyotp.run: a node is already running in this process")
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(_boot(main, args, name or "nonode@nohost"))
+
+
+async def _boot(main: Callable[..., Any], args: tuple, node_name: str) -> Any:
+    loop = asyncio.get_running_loop()
+    sched = Scheduler(loop, node=node_name)
+    set_current(sched)
+    try:
+        pid = sched.spawn(main, args, None)
+        proc = pid._proc
+        try:
+            result = await proc.task
+        except asyncio.CancelledError:
+            if proc.reason is None:
+                raise
+            result = None
+        reason = proc.reason
+        if reason != "normal":
+            raise ProcessCrash(reason, f"main process exited with reason: {reason}")
+        return result
+    finally:
+        try:
+            await sched.shutdown()
+        finally:
+            set_current(None)

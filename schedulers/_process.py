@@ -1,0 +1,233 @@
+"""A green process and the hot paths that touch it: deliver, receive, self.
+
+Where it sits: `pyotp.send(pid, msg)` → **deliver** (same scheduler: straight into the
+mailbox, no copy) … `await pyotp.receive(...)` → **receive** (this module).
+
+A process is an asyncio task plus a mailbox. The mailbox is a deque, made on the first message
+that has to wait (an idle process that never queued anything carries none). A process blocked
+in `receive` parks one waiter future and its compiled pattern on itself; `deliver` tests a new
+message against that pattern and hands a match straight to the waiter, so a waiting receiver is
+never woken for a message it does not want and never rescans its queue.
+
+Receive marker (Erlang's call/reply optimisation): `make_ref` records the mailbox length; a
+receive whose pattern holds that ref starts its scan there, since no older message can hold a
+ref that did not exist when it arrived. Every removal from the queue keeps the mark right.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections import deque
+from itertools import islice
+from typing import Any, Callable
+
+from transport import Exit, NotInProcess, Pid, Ref, Timeout
+
+from ._match import compile_patterns
+
+__all__ = ["Process", "current", "current_process", "deliver", "receive", "self_pid"]
+
+_current: contextvars.ContextVar[Process] = contextvars.ContextVar("pyotp_process")
+current = _current.get
+
+
+class Process:
+    """Internal: one green process. Users hold its `Pid`, never this object."""
+
+    __slots__ = (
+        "pid",
+        "task",
+        "mbox",
+        "waiter",
+        "matcher",
+        "links",
+        "monitors",
+        "watchers",
+        "trap_exit",
+        "name",
+        "reason",
+        "reductions",
+        "parent",
+        "fn",
+        "marker_ref",
+        "marker_pos",
+        "suspended",
+        "info",
+    )
+
+    def __init__(self, pid: Pid, parent: Pid | None, fn: Any) -> None:
+        self.pid = pid
+        self.task = None
+        self.mbox: deque | None = None
+        self.waiter = None
+        self.matcher: Callable[[Any], bool] | None = None
+        self.links: set[Pid] | None = None
+        # refs of monitors this process holds -> monitored pid
+        self.monitors: dict[Ref, Any] | None = None
+        # refs of monitors on this process -> (watcher pid, identity in the DOWN message)
+        self.watchers: dict[Ref, tuple[Pid, Any]] | None = None
+        self.trap_exit = False
+        self.name: str | None = None
+        self.reason: Any = None  # None while alive, the exit reason once dead
+        self.reductions = 0
+        self.parent = parent
+        self.fn = fn
+        self.marker_ref: Ref | None = None
+        self.marker_pos = 0
+        self.suspended = False
+        self.info: dict | None = None  # behaviour metadata (module, state hooks) for sys_/code
+
+    def __repr__(self) -> str:
+        return f"<Process {self.pid!r}>"
+
+    def queue_len(self) -> int:
+        return len(self.mbox) if self.mbox else 0
+
+    def remove_at(self, i: int) -> Any:
+        """Remove and return the i-th queued message, keeping the receive marker right."""
+        mbox = self.mbox
+        if i == 0:
+            msg = mbox.popleft()
+        else:
+            msg = mbox[i]
+            del mbox[i]
+        if i < self.marker_pos:
+            self.marker_pos -= 1
+        return msg
+
+
+def deliver(proc: Process, msg: Any) -> None:
+    """Put `msg` in `proc`'s mailbox, or hand it straight to its waiting `receive`."""
+    w = proc.waiter
+    if w is not None:
+        m = proc.matcher
+        try:
+            ok = m is None or m(msg)
+        except Exception as exc:  # a raising predicate fails the receive, in the receiver
+            proc.waiter = None
+            if not w.done():
+                w.set_exception(exc)
+            ok = False
+        if ok:
+            proc.waiter = None
+            if not w.done():
+                w.set_result(msg)
+                return
+    mbox = proc.mbox
+    if mbox is None:
+        proc.mbox = deque((msg,))
+    else:
+        mbox.append(msg)
+
+
+def current_process(what: str = "this call") -> Process:
+    """Return the calling process, or raise NotInProcess."""
+    proc = _current.get(None)
+    if proc is None:
+        raise NotInProcess(what)
+    return proc
+
+
+def self_pid() -> Pid:
+    """Return the pid of the calling process.
+
+    Raises:
+        NotInProcess: called from plain code, outside a pyotp process.
+    """
+    proc = _current.get(None)
+    if proc is None:
+        raise NotInProcess("pyotp.self()")
+    return proc.pid
+
+
+_TIMED_OUT = object()
+
+
+def _time_out(fut: Any) -> None:
+    if not fut.done():
+        fut.set_result(_TIMED_OUT)
+
+
+async def receive(*patterns: Any, timeout: float | None = None) -> Any:
+    """Remove and return the oldest message matching any of `patterns` (any message if none).
+
+    Other messages stay queued in order. `timeout` is in seconds (`None` waits forever,
+    `0` polls).
+
+    Raises:
+        pyotp.Timeout: no matching message arrived in time.
+        NotInProcess: called from plain code, outside a pyotp process.
+        BadArg: `timeout` is not None or a non-negative number.
+    """
+    proc = _current.get(None)
+    if proc is None:
+        raise NotInProcess("pyotp.receive()")
+    if timeout is not None and (type(timeout) not in (int, float) or timeout < 0):
+        from transport import BadArg
+
+        raise BadArg(f"receive timeout must be None or seconds >= 0, got {timeout!r}")
+    matcher = compile_patterns(patterns) if patterns else None
+    return await receive_matching(proc, matcher, timeout, patterns)
+
+
+async def receive_matching(
+    proc: Process,
+    matcher: Callable[[Any], bool] | None,
+    timeout: float | None,
+    patterns: tuple = (),
+) -> Any:
+    """Internal receive with a compiled matcher (behaviours call this directly)."""
+    if proc.reason is not None:
+        raise Exit(proc.reason)
+    mbox = proc.mbox
+    if mbox:
+        if matcher is None:
+            proc.reductions += 1
+            if proc.marker_pos:
+                proc.marker_pos -= 1
+            return mbox.popleft()
+        start = 0
+        mref = proc.marker_ref
+        if mref is not None and _holds_ref(patterns, mref):
+            start = proc.marker_pos
+        i = start
+        for msg in islice(mbox, start, None):
+            if matcher(msg):
+                proc.reductions += 1
+                return proc.remove_at(i)
+            i += 1
+    if timeout == 0:
+        raise Timeout()
+    loop = proc.task.get_loop()
+    fut = loop.create_future()
+    proc.waiter = fut
+    proc.matcher = matcher
+    if timeout is None:
+        try:
+            msg = await fut
+        finally:
+            if proc.waiter is fut:
+                proc.waiter = None
+    else:
+        handle = loop.call_later(timeout, _time_out, fut)
+        try:
+            msg = await fut
+        finally:
+            handle.cancel()
+            if proc.waiter is fut:
+                proc.waiter = None
+        if msg is _TIMED_OUT:
+            raise Timeout()
+    proc.reductions += 1
+    return msg
+
+
+def _holds_ref(patterns: tuple, ref: Ref) -> bool:
+    for p in patterns:
+        if p == ref:
+            return True
+        if type(p) is tuple:
+            for e in p:
+                if type(e) is Ref and e == ref:
+                    return True
+    return False

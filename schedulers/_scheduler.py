@@ -1,0 +1,364 @@
+"""The scheduler: one per OS process. This loop *is* the scheduler.
+
+Where it sits: `pyotp` (spawn, link, monitor, exit, register, timers) → **scheduler** →
+`deliver` into a mailbox, or (another scheduler or node) a frame to transport.
+
+The uvloop event loop steps the green processes (asyncio tasks); this object owns what is
+around them: the pid table, the node-wide name registry, links, monitors, exit signals, timers
+and the crash reports. Signals are handled here, not by the target process, so a process
+blocked in user code is still killed by `exit(pid, "kill")` at its next await.
+
+Invariants:
+- A process is dead the moment `terminate` runs: its pid no longer resolves, its name is
+  freed before any linked or monitoring process hears of the exit, and its task is cancelled.
+- Exit signals raised while handling an exit are queued and drained in order, never by
+  recursion, so a chain of 100,000 linked processes dies without exhausting the stack.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from typing import Any, Callable
+
+from transport import BadArg, Crash, Exit, Pid, Ref
+
+from ._process import Process, _current, deliver
+
+__all__ = ["Scheduler", "get", "set_current"]
+
+crash_log = logging.getLogger("pyotp.crash")
+
+_sched: Scheduler | None = None
+
+
+def get() -> Scheduler | None:
+    """Return this OS process's running scheduler, or None outside `pyotp.run`."""
+    return _sched
+
+
+def set_current(sched: Scheduler | None) -> None:
+    global _sched
+    _sched = sched
+
+
+class Scheduler:
+    """Internal: the scheduler of this OS process (one uvloop loop of green processes)."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        node: str = "nonode@nohost",
+        index: int = 0,
+        creation: int = 1,
+    ) -> None:
+        self.loop = loop
+        self.node = node
+        self.index = index
+        self.creation = creation
+        self.procs: dict[int, Process] = {}
+        self.names: dict[str, Process] = {}
+        self.timers: dict[Ref, tuple[asyncio.TimerHandle, float]] = {}
+        self.next_serial = 1
+        self.next_ref = 1
+        self._signals: deque = deque()
+        self._draining = False
+        self.long_steps = 0
+
+    # ------------------------------------------------------------------ spawn
+
+    def spawn(
+        self,
+        fn: Callable[..., Any],
+        args: tuple,
+        parent: Process | None,
+        link: bool = False,
+        monitor: bool = False,
+        trap_exit: bool = False,
+    ) -> Any:
+        """Start a green process running `fn(*args)`; return its pid (and monitor ref)."""
+        serial = self.next_serial
+        self.next_serial = serial + 1
+        pid = Pid(self.node, self.index, serial, self.creation)
+        proc = Process(pid, parent.pid if parent is not None else None, fn)
+        proc.trap_exit = trap_exit
+        pid._proc = proc
+        self.procs[serial] = proc
+        ref = None
+        if link and parent is not None:
+            proc.links = {parent.pid}
+            if parent.links is None:
+                parent.links = {pid}
+            else:
+                parent.links.add(pid)
+        if monitor and parent is not None:
+            ref = self.make_ref()
+            self._add_monitor(parent, proc, ref, pid)
+        proc.task = self.loop.create_task(self._run(proc, fn, args))
+        if monitor:
+            return pid, ref
+        return pid
+
+    async def _run(self, proc: Process, fn: Callable[..., Any], args: tuple) -> Any:
+        _current.set(proc)
+        result = None
+        try:
+            result = fn(*args)
+            if hasattr(result, "__await__"):
+                result = await result
+            reason: Any = "normal"
+        except Exit as e:
+            reason = e.reason
+        except asyncio.CancelledError:
+            if proc.reason is not None:
+                return None  # killed by a signal: already terminated
+            reason = "killed"
+        except BaseException as e:  # noqa: BLE001 - any uncaught error ends the process
+            if proc.reason is not None:
+                return None
+            reason = Crash.from_exception(e)
+            crash_log.error(
+                "crash report: process %r running %s exited with reason:\n%s",
+                proc.pid,
+                _fn_name(fn),
+                reason.traceback.rstrip(),
+            )
+        if proc.reason is None:
+            self.terminate(proc, reason, cancel=False)
+        return result
+
+    # ------------------------------------------------------------------ exits
+
+    def terminate(self, proc: Process, reason: Any, cancel: bool = True) -> None:
+        """Mark `proc` dead with `reason`; fire its links and monitors (see invariants).
+
+        `cancel=False` only from the process's own runner, whose task is ending anyway.
+        """
+        if proc.reason is not None:
+            return
+        proc.reason = reason
+        pid = proc.pid
+        pid._proc = None
+        self.procs.pop(pid.serial, None)
+        if proc.name is not None:
+            if self.names.get(proc.name) is proc:
+                del self.names[proc.name]
+        task = proc.task
+        if cancel and task is not None and not task.done():
+            task.cancel()  # also when proc is the running task: it stops at its next await
+        proc.mbox = None
+        proc.waiter = None
+        if proc.monitors:
+            for ref, target in proc.monitors.items():
+                t = target._proc if type(target) is Pid else None
+                if t is not None and t.watchers:
+                    t.watchers.pop(ref, None)
+            proc.monitors = None
+        if proc.watchers:
+            for ref, (watcher, ident) in proc.watchers.items():
+                w = watcher._proc
+                if w is not None:
+                    if w.monitors:
+                        w.monitors.pop(ref, None)
+                    deliver(w, ("DOWN", ref, "process", ident, reason))
+            proc.watchers = None
+        if proc.links:
+            for other in proc.links:
+                self._signals.append((pid, other, reason, True))
+            proc.links = None
+            self._drain()
+
+    def exit_signal(self, sender: Pid, target: Pid, reason: Any, linked: bool = False) -> None:
+        """Send an exit signal from `sender` to `target` (Erlang's exit/2 or a link firing)."""
+        self._signals.append((sender, target, reason, linked))
+        self._drain()
+
+    def _drain(self) -> None:
+        if self._draining:
+            return
+        self._draining = True
+        try:
+            signals = self._signals
+            while signals:
+                sender, target, reason, linked = signals.popleft()
+                proc = target._proc
+                if proc is None:
+                    continue
+                if linked:
+                    if proc.links is None or sender not in proc.links:
+                        continue  # unlinked meanwhile
+                    proc.links.discard(sender)
+                self._handle_exit(proc, sender, reason, linked)
+        finally:
+            self._draining = False
+
+    def _handle_exit(self, proc: Process, sender: Pid, reason: Any, linked: bool) -> None:
+        if reason == "kill" and not linked:
+            self.terminate(proc, "killed")
+        elif proc.trap_exit:
+            deliver(proc, ("EXIT", sender, reason))
+        elif reason == "normal":
+            if not linked and sender == proc.pid:
+                self.terminate(proc, "normal")
+        else:
+            self.terminate(proc, reason)
+
+    # ------------------------------------------------------------------ links, monitors
+
+    def link(self, proc: Process, pid: Pid) -> None:
+        if pid == proc.pid:
+            return
+        other = pid._proc if type(pid) is Pid else None
+        if other is None:
+            other = self.lookup(pid)
+        if other is None:
+            # Linking to a dead process: an exit signal "noproc" from it, as if it had died.
+            if proc.trap_exit:
+                deliver(proc, ("EXIT", pid, "noproc"))
+                return
+            raise Exit("noproc")
+        if proc.links is None:
+            proc.links = {pid}
+        else:
+            proc.links.add(pid)
+        if other.links is None:
+            other.links = {proc.pid}
+        else:
+            other.links.add(proc.pid)
+
+    def unlink(self, proc: Process, pid: Pid) -> None:
+        if proc.links:
+            proc.links.discard(pid)
+        other = pid._proc
+        if other is not None and other.links:
+            other.links.discard(proc.pid)
+
+    def _add_monitor(self, watcher: Process, target: Process, ref: Ref, ident: Any) -> None:
+        if watcher.monitors is None:
+            watcher.monitors = {ref: target.pid}
+        else:
+            watcher.monitors[ref] = target.pid
+        if target.watchers is None:
+            target.watchers = {ref: (watcher.pid, ident)}
+        else:
+            target.watchers[ref] = (watcher.pid, ident)
+
+    def monitor(self, watcher: Process, target: Pid | str | tuple) -> Ref:
+        ref = self.make_ref()
+        if type(target) is Pid:
+            proc = target._proc or self.lookup(target)
+            ident: Any = target
+        else:
+            name = target if type(target) is str else target[0]
+            proc = self.names.get(name)
+            ident = (name, self.node)
+        if proc is None:
+            deliver(watcher, ("DOWN", ref, "process", ident, "noproc"))
+        else:
+            self._add_monitor(watcher, proc, ref, ident)
+        return ref
+
+    def demonitor(self, watcher: Process, ref: Ref, flush: bool) -> bool:
+        target = watcher.monitors.pop(ref, None) if watcher.monitors else None
+        if target is not None:
+            t = target._proc
+            if t is not None and t.watchers:
+                t.watchers.pop(ref, None)
+        if flush and watcher.mbox:
+            i = 0
+            for msg in list(watcher.mbox):
+                if type(msg) is tuple and len(msg) == 5 and msg[0] == "DOWN" and msg[1] == ref:
+                    watcher.remove_at(i)
+                else:
+                    i += 1
+        return True
+
+    # ------------------------------------------------------------------ lookups
+
+    def lookup(self, pid: Pid) -> Process | None:
+        """Return the live local process of `pid`, or None."""
+        if pid.node != self.node or pid.scheduler != self.index or pid.creation != self.creation:
+            return None
+        return self.procs.get(pid.serial)
+
+    def resolve(self, dest: Any) -> Process | None:
+        """Return the live local process for a pid or a registered name, else None."""
+        if type(dest) is Pid:
+            return dest._proc or self.lookup(dest)
+        return self.names.get(dest)
+
+    def register(self, name: str, pid: Pid) -> None:
+        if name in self.names:
+            raise BadArg(f"register: the name {name!r} is already registered", "badarg")
+        proc = self.resolve(pid)
+        if proc is None:
+            raise BadArg(f"register: {pid!r} is not a live process", "badarg")
+        if proc.name is not None:
+            raise BadArg(f"register: {pid!r} already has the name {proc.name!r}", "badarg")
+        proc.name = name
+        self.names[name] = proc
+
+    def unregister(self, name: str) -> None:
+        proc = self.names.pop(name, None)
+        if proc is None:
+            raise BadArg(f"unregister: the name {name!r} is not registered", "badarg")
+        proc.name = None
+
+    # ------------------------------------------------------------------ refs, timers
+
+    def make_ref(self) -> Ref:
+        n = self.next_ref
+        self.next_ref = n + 1
+        return Ref(self.node, self.index, self.creation, n)
+
+    def send_after(self, seconds: float, dest: Any, msg: Any, send: Callable) -> Ref:
+        tref = self.make_ref()
+        handle = self.loop.call_later(seconds, self._fire_timer, tref, dest, msg, send)
+        self.timers[tref] = (handle, self.loop.time() + seconds)
+        return tref
+
+    def _fire_timer(self, tref: Ref, dest: Any, msg: Any, send: Callable) -> None:
+        self.timers.pop(tref, None)
+        try:
+            send(dest, msg)
+        except BadArg:
+            pass  # a timer to a name nobody holds any more is dropped, as in Erlang
+
+    def cancel_timer(self, tref: Ref) -> float | None:
+        entry = self.timers.pop(tref, None)
+        if entry is None:
+            return None
+        handle, when = entry
+        handle.cancel()
+        return max(0.0, when - self.loop.time())
+
+    # ------------------------------------------------------------------ shutdown
+
+    async def shutdown(self, grace: float = 5.0) -> None:
+        """End every process: exit signal "shutdown" from its parent, then kill stragglers.
+
+        Processes are signalled newest first, so children hear before their supervisors.
+        """
+        if not self.procs:
+            return
+        for proc in sorted(self.procs.values(), key=lambda p: -p.pid.serial):
+            if proc.reason is None:
+                sender = proc.parent or proc.pid
+                if proc.trap_exit:
+                    deliver(proc, ("EXIT", sender, "shutdown"))
+                else:
+                    self.terminate(proc, "shutdown")
+        deadline = self.loop.time() + grace
+        while self.procs and self.loop.time() < deadline:
+            await asyncio.sleep(0.005)
+        for proc in list(self.procs.values()):
+            self.terminate(proc, "killed")
+        for handle, _ in self.timers.values():
+            handle.cancel()
+        self.timers.clear()
+        await asyncio.sleep(0)
+
+
+def _fn_name(fn: Any) -> str:
+    return getattr(fn, "__qualname__", None) or repr(fn)

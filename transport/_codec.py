@@ -1,0 +1,173 @@
+"""The term codec: pyotp terms <-> msgpack bytes, with msgspec.
+
+Where it sits: `send` to a pid on another scheduler or node → scheduler → frames → **codec** →
+ZeroMQ. Local sends never come here (no copy, no encode).
+
+msgpack has one array type, so a Python tuple and list would come back alike. The encoder walks
+the term once and wraps what msgpack cannot say itself in Ext records, which the decoder's
+ext hook unwraps in C-driven order without a second walk:
+
+    code 1  tuple        elements, recursively encoded
+    code 2  Pid          (node, scheduler, serial, creation)
+    code 3  Ref          (node, scheduler, creation, id)
+    code 4  Crash        (type, message, traceback)
+    code 5  Struct       (module, qualname, msgspec-encoded fields)
+    code 6  big int      decimal text, for ints outside 64 bits
+    code 7  dict         with keys that are not all str: a flat key, value, ... list
+
+Anything else raises `NotSerializable` naming the offending type.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import msgspec
+
+from ._errors import NotSerializable, OtpError
+from ._terms import Crash, Pid, Ref
+
+__all__ = ["CodecError", "decode", "encode", "to_wire"]
+
+_Ext = msgspec.msgpack.Ext
+_raw_encoder = msgspec.msgpack.Encoder()
+_raw_encode = _raw_encoder.encode
+_SCALARS = frozenset({str, float, bool, bytes, type(None)})
+_INT_MIN = -(2**63)
+_INT_MAX = 2**64 - 1
+
+
+class CodecError(OtpError):
+    """Bytes that do not decode to a pyotp term (malformed, truncated, or unknown records)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("bad_term", message)
+
+
+def to_wire(x: Any) -> Any:
+    """Return `x` in the msgpack-ready form (tuples and ids as Ext records).
+
+    Raises:
+        NotSerializable: `x` holds a value that is not a term; the message names its type.
+    """
+    t = type(x)
+    if t in _SCALARS:
+        return x
+    if t is int:
+        if _INT_MIN <= x <= _INT_MAX:
+            return x
+        return _Ext(6, str(x).encode())
+    if t is tuple:
+        return _Ext(1, _raw_encode([to_wire(e) for e in x]))
+    if t is list:
+        return [to_wire(e) for e in x]
+    if t is dict:
+        for k in x:
+            if type(k) is not str:
+                return _Ext(7, _raw_encode([to_wire(i) for kv in x.items() for i in kv]))
+        return {k: to_wire(v) for k, v in x.items()}
+    if t is Pid:
+        return _Ext(2, _raw_encode((x.node, x.scheduler, x.serial, x.creation)))
+    if t is Ref:
+        return _Ext(3, _raw_encode((x.node, x.scheduler, x.creation, x.id)))
+    if t is Crash:
+        return _Ext(4, _raw_encode((x.type, x.message, x.traceback)))
+    if isinstance(x, msgspec.Struct):
+        return _Ext(5, _raw_encode((t.__module__, t.__qualname__, _encode_struct(x))))
+    raise NotSerializable(
+        f"a {t.__module__}.{t.__qualname__} is not a term: only None, bool, int, float, str, "
+        "bytes, tuple, list, dict, Pid, Ref, Crash and importable msgspec.Struct types can "
+        "cross a scheduler or node"
+    )
+
+
+def _struct_enc_hook(x: Any) -> Any:
+    t = type(x)
+    if t is Pid or t is Ref or t is Crash:
+        return to_wire(x)
+    raise NotSerializable(f"a {t.__module__}.{t.__qualname__} inside a Struct is not a term")
+
+
+_struct_encoder = msgspec.msgpack.Encoder(enc_hook=_struct_enc_hook)
+
+
+def _encode_struct(x: msgspec.Struct) -> bytes:
+    t = type(x)
+    if "<locals>" in t.__qualname__:
+        raise NotSerializable(
+            f"the Struct {t.__module__}.{t.__qualname__} is defined inside a function: "
+            "only importable Struct types can cross a scheduler or node"
+        )
+    return _struct_encoder.encode(x)
+
+
+_struct_types: dict[tuple[str, str], type] = {}
+
+
+def _struct_type(module: str, qualname: str) -> type:
+    key = (module, qualname)
+    cls = _struct_types.get(key)
+    if cls is None:
+        obj: Any = importlib.import_module(module)
+        for part in qualname.split("."):
+            obj = getattr(obj, part)
+        if not (isinstance(obj, type) and issubclass(obj, msgspec.Struct)):
+            raise CodecError(f"{module}.{qualname} is not a msgspec.Struct")
+        cls = _struct_types[key] = obj
+    return cls
+
+
+def _struct_dec_hook(tp: type, obj: Any) -> Any:
+    if isinstance(obj, tp):
+        return obj
+    raise msgspec.ValidationError(f"expected {tp.__name__}")
+
+
+def _ext_hook(code: int, data: memoryview) -> Any:
+    if code == 1:
+        return tuple(_raw_decode(data))
+    if code == 2:
+        node, sched, serial, creation = _raw_decode(data)
+        return Pid(node, sched, serial, creation)
+    if code == 3:
+        return Ref(*_raw_decode(data))
+    if code == 4:
+        return Crash(*_raw_decode(data))
+    if code == 5:
+        module, qualname, fields = _raw_decode(data)
+        cls = _struct_type(module, qualname)
+        return msgspec.msgpack.decode(fields, type=cls, dec_hook=_struct_dec_hook, ext_hook=_ext_hook)
+    if code == 6:
+        return int(bytes(data))
+    if code == 7:
+        flat = _raw_decode(data)
+        return dict(zip(flat[::2], flat[1::2], strict=True))
+    raise CodecError(f"unknown record code {code}")
+
+
+_decoder = msgspec.msgpack.Decoder(ext_hook=_ext_hook)
+_raw_decode = _decoder.decode
+
+
+def encode(term: Any) -> bytes:
+    """Encode a term to bytes.
+
+    Raises:
+        NotSerializable: the term holds a non-term value; the message names its type.
+    """
+    return _raw_encode(to_wire(term))
+
+
+def decode(data: bytes | memoryview) -> Any:
+    """Decode bytes made by `encode` back to the same term.
+
+    Raises:
+        CodecError: the bytes are not a well-formed encoded term.
+    """
+    try:
+        return _raw_decode(data)
+    except CodecError:
+        raise
+    except Exception as exc:  # msgspec, ints, imports, recursion: all mean "bad bytes"
+        raise CodecError(f"malformed term: {type(exc).__name__}: {exc}") from None
