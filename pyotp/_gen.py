@@ -1,0 +1,295 @@
+"""Shared behaviour plumbing (Erlang's `gen` + `proc_lib`): start with an init ack, call with
+a monitor, reply, stop, and system messages.
+
+Where it sits: `gen_server`/`gen_statem`/`gen_event`/`supervisor` → **_gen** → process
+primitives (`pyotp._api`) → scheduler.
+
+Wire shapes (private; every behaviour loop understands them):
+    ("$gen_call", from_, request)      a call; `from_` = (caller pid, tag ref)
+    ("$gen_cast", msg)                 a cast
+    ("$system", from_, request)        sys_/stop: ("terminate", reason), "get_state",
+                                       ("replace_state", fn), "suspend", "resume",
+                                       "get_status", ("code_change", module, old_vsn, extra)
+    (tag, reply)                       a reply to a call
+
+A call monitors the server and uses the monitor ref as its tag. A reply is delivered only
+while the caller still holds that monitor (Erlang's alias): once a call timed out and
+demonitored, a late reply is dropped, so it never lands in the caller's mailbox.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Awaitable, Callable
+
+from schedulers import current_process, deliver, get, receive_matching, self_pid
+from transport import BadArg, CallExit, CallTimeout, Pid, StartError, Timeout
+
+from . import _api
+
+__all__ = [
+    "Starter",
+    "call",
+    "check_timeout",
+    "reply",
+    "send_request",
+    "start",
+    "stop",
+    "system_reply",
+]
+
+
+def check_timeout(timeout: Any, what: str) -> None:
+    """Raise BadArg unless `timeout` is None or a number of seconds >= 0."""
+    if timeout is not None and (type(timeout) not in (int, float) or timeout < 0):
+        raise BadArg(f"{what}: timeout must be None or seconds >= 0, got {timeout!r}")
+
+
+def _check_name(name: Any, what: str) -> None:
+    if name is None:
+        return
+    if type(name) is str and name:
+        return
+    if type(name) is tuple and len(name) == 2 and name[0] in ("local", "global"):
+        return
+    raise BadArg(f"{what}: name must be a str (or ('local'|'global', str)), got {name!r}")
+
+
+class Starter:
+    """Internal: the new process's side of a synchronous start (proc_lib's init_ack).
+
+    The body calls exactly one of `ok()`, `ignore()` or `fail(reason)`.
+    """
+
+    __slots__ = ("parent", "tag", "acked")
+
+    def __init__(self, parent: Pid, tag: Any) -> None:
+        self.parent = parent
+        self.tag = tag
+        self.acked = False
+
+    def _ack(self, result: Any) -> None:
+        if not self.acked:
+            self.acked = True
+            _api.send(self.parent, ("$ack", self.tag, result))
+
+    def ok(self) -> None:
+        """Tell the starter that init succeeded."""
+        self._ack(("ok", self_pid()))
+
+    def ignore(self) -> None:
+        """Tell the starter that init returned "ignore" (the process then exits normally)."""
+        _api.unlink(self.parent)
+        self._ack(("ignore",))
+
+    def fail(self, reason: Any) -> None:
+        """Tell the starter that init failed with `reason` (the process then exits)."""
+        # Unlink first: a failed start raises StartError in the caller, it does not kill it.
+        _api.unlink(self.parent)
+        self._ack(("error", reason))
+
+
+async def _start_body(
+    body: Callable[..., Awaitable[Any]], starter: Starter, name: Any, args: tuple
+) -> Any:
+    if name is not None:
+        local = name if type(name) is str else name[1]
+        sched = get()
+        holder = sched.names.get(local)
+        if holder is not None:
+            starter.fail(("already_started", holder.pid))
+            return None
+        sched.register(local, self_pid())
+    return await body(starter, *args)
+
+
+async def start(
+    body: Callable[..., Awaitable[Any]],
+    args: tuple,
+    *,
+    link: bool,
+    name: Any = None,
+    timeout: float | None = None,
+    spawn_opts: dict[str, Any] | None = None,
+    what: str = "start",
+) -> Pid | None:
+    """Spawn `body(starter, *args)` and wait for its init ack.
+
+    Behind the scenes:
+    1. The caller monitors (and with `link`, links) the new process.
+    2. The new process registers `name` (if any) before anything else, then runs `body`.
+    3. `body` acks ok / ignore / error; a death before the ack is an error with its reason.
+
+    Returns:
+        The pid, or None when init returned "ignore".
+
+    Raises:
+        StartError: init failed (its reason), the name was taken (("already_started", pid)),
+            or no ack came within `timeout` ("timeout"; the new process is killed).
+    """
+    check_timeout(timeout, what)
+    _check_name(name, what)
+    me = current_process(f"{what}()")
+    tag = _api.make_ref()
+    starter = Starter(me.pid, tag)
+    pid, mref = _api.spawn(
+        _start_body, body, starter, name, args, link=link, monitor=True, **(spawn_opts or {})
+    )
+
+    def is_answer(m: Any) -> bool:
+        return type(m) is tuple and (
+            (len(m) == 3 and m[0] == "$ack" and m[1] == tag)
+            or (len(m) == 5 and m[0] == "DOWN" and m[1] == mref)
+        )
+
+    try:
+        msg = await receive_matching(me, is_answer, timeout, (tag,))
+    except Timeout:
+        _api.unlink(pid)
+        _api.exit(pid, "kill")
+        _api.demonitor(mref, flush=True)
+        raise StartError("timeout", f"{what}: init did not finish in {timeout} s") from None
+    if msg[0] == "DOWN":
+        reason = msg[4]
+        _flush_exit(me, pid)
+        raise StartError(reason, f"{what}: the process died in init with reason {reason!r}")
+    _api.demonitor(mref, flush=True)
+    result = msg[2]
+    if result[0] == "ok":
+        return pid
+    if result[0] == "ignore":
+        _flush_exit(me, pid)
+        return None
+    reason = result[1]
+    _flush_exit(me, pid)
+    raise StartError(reason, f"{what}: init failed with reason {reason!r}")
+
+
+def _flush_exit(me: Any, pid: Pid) -> None:
+    # A start_link caller that traps exits must not find an EXIT of a child that never
+    # started (it was unlinked before failing, but may have died of a signal first).
+    if me.mbox:
+        for i, m in enumerate(me.mbox):
+            if type(m) is tuple and len(m) == 3 and m[0] == "EXIT" and m[1] == pid:
+                me.remove_at(i)
+                break
+
+
+def _resolve(dest: Any) -> Pid | None:
+    if type(dest) is Pid:
+        return dest
+    if type(dest) is str:
+        return _api.whereis(dest)
+    if type(dest) is tuple and len(dest) == 2:
+        if dest[0] in ("local", "global") and type(dest[1]) is str:
+            return _api.whereis(dest[1])
+        if type(dest[0]) is str and type(dest[1]) is str and dest[1] == _api.node():
+            return _api.whereis(dest[0])
+        if type(dest[0]) is str and type(dest[1]) is str:
+            return None
+    raise BadArg(f"expected a Pid, a registered name or (name, node) as destination, got {dest!r}")
+
+
+async def call(dest: Any, request: Any, timeout: float | None = 5.0, what: str = "call") -> Any:
+    """Send `request` to the behaviour at `dest` and wait for its reply.
+
+    Raises:
+        CallTimeout: no reply within `timeout` seconds (a late reply is dropped).
+        CallExit: the server is dead or unregistered ("noproc"), dies during the call (its
+            exit reason), or its node is down ("noconnection"); "calling_self" for a call to
+            the caller itself.
+    """
+    check_timeout(timeout, what)
+    me = current_process(f"{what}()")
+    pid = _resolve(dest)
+    if pid is None:
+        raise CallExit("noproc", f"{what} to {dest!r}: no such process (noproc)")
+    if pid == me.pid:
+        raise CallExit("calling_self", f"{what}: a process cannot call itself")
+    sched = get()
+    mref = sched.monitor(me, pid)
+    # Receive marker: the reply holds mref, so nothing queued before now can match.
+    me.marker_ref = mref
+    me.marker_pos = len(me.mbox) if me.mbox else 0
+    _api.send(pid, ("$gen_call", (me.pid, mref), request))
+
+    def is_answer(m: Any) -> bool:
+        return type(m) is tuple and (
+            (len(m) == 2 and m[0] == mref)
+            or (len(m) == 5 and m[0] == "DOWN" and m[1] == mref)
+        )
+
+    try:
+        msg = await receive_matching(me, is_answer, timeout, (mref,))
+    except Timeout:
+        sched.demonitor(me, mref, True)
+        raise CallTimeout("timeout", f"{what} to {dest!r} timed out after {timeout} s") from None
+    if len(msg) == 2:
+        sched.demonitor(me, mref, True)
+        return msg[1]
+    reason = msg[4]
+    raise CallExit(reason, f"{what} to {dest!r} failed: the server exited with {reason!r}")
+
+
+def send_request(dest: Any, request: Any) -> Any:
+    """Internal: fire a call without waiting; return `(pid, mref)` or None for noproc."""
+    me = current_process("send_request()")
+    pid = _resolve(dest)
+    if pid is None:
+        return None
+    mref = get().monitor(me, pid)
+    _api.send(pid, ("$gen_call", (me.pid, mref), request))
+    return pid, mref
+
+
+def reply(from_: tuple[Pid, Any], value: Any) -> None:
+    """Reply `value` to the caller identified by `from_` (as passed to handle_call).
+
+    The reply is dropped when the caller has given up on the call (timed out).
+    """
+    if type(from_) is not tuple or len(from_) != 2 or type(from_[0]) is not Pid:
+        raise BadArg(f"reply expects the from_ tuple given to the callback, got {from_!r}")
+    pid, tag = from_
+    proc = pid._proc
+    if proc is not None:
+        if proc.monitors and tag in proc.monitors:
+            deliver(proc, (tag, value))
+        return
+    _api.send(pid, (tag, value))  # another scheduler or node: that side checks the alias
+
+
+def system_reply(from_: tuple[Pid, Any], value: Any) -> None:
+    """Reply to a system message (same alias rule as `reply`)."""
+    reply(from_, value)
+
+
+async def stop(dest: Any, reason: Any = "normal", timeout: float | None = None) -> None:
+    """Stop the behaviour at `dest` with `reason`, waiting until it has terminated.
+
+    Raises:
+        CallExit: "noproc" when there is no such process; the exit reason when it ended
+            with another reason than the one asked for.
+        CallTimeout: it did not stop within `timeout` seconds.
+    """
+    check_timeout(timeout, "stop")
+    me = current_process("stop()")
+    pid = _resolve(dest)
+    if pid is None:
+        raise CallExit("noproc", f"stop {dest!r}: no such process (noproc)")
+    sched = get()
+    mref = sched.monitor(me, pid)
+    _api.send(pid, ("$system", (me.pid, mref), ("terminate", reason)))
+
+    def is_down(m: Any) -> bool:
+        return type(m) is tuple and len(m) == 5 and m[0] == "DOWN" and m[1] == mref
+
+    try:
+        msg = await receive_matching(me, is_down, timeout, (mref,))
+    except Timeout:
+        sched.demonitor(me, mref, True)
+        raise CallTimeout("timeout", f"stop {dest!r} timed out after {timeout} s") from None
+    got = msg[4]
+    if got == "noproc":
+        raise CallExit("noproc", f"stop {dest!r}: no such process (noproc)")
+    if got != reason:
+        raise CallExit(got, f"stop {dest!r}: it exited with {got!r}")
+
