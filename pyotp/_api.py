@@ -7,9 +7,11 @@ This module is the one seam between the public API and the scheduler of this OS 
 
 from __future__ import annotations
 
+import sys
 from typing import Any, Callable
 
 from schedulers import current_process, deliver, get
+from schedulers._process import _current
 from transport import BadArg, Exit, NotInProcess, Pid, Ref
 
 __all__ = [
@@ -100,8 +102,6 @@ def spawn(
 
 
 def _caller() -> Any:
-    from schedulers._process import _current
-
     return _current.get(None)
 
 
@@ -382,8 +382,6 @@ async def process_info(pid: Pid) -> dict[str, Any] | None:
 
 def info_of(proc: Any, me: Any = None) -> dict[str, Any]:
     """Internal: the process_info dict of a live local process."""
-    import sys
-
     if proc is me:
         status = "running"
     elif proc.suspended:

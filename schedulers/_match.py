@@ -36,7 +36,7 @@ def match(pattern: Any, term: Any) -> bool:
     if tp is tuple or tp is list:
         if type(term) is not tp or len(term) != len(pattern):
             return False
-        for p, t in zip(pattern, term):
+        for p, t in zip(pattern, term, strict=True):
             if not match(p, t):
                 return False
         return True

@@ -21,7 +21,7 @@ from collections import deque
 from itertools import islice
 from typing import Any, Callable
 
-from transport import Exit, NotInProcess, Pid, Ref, Timeout
+from transport import BadArg, Exit, NotInProcess, Pid, Ref, Timeout
 
 from ._match import compile_patterns
 
@@ -163,8 +163,6 @@ async def receive(*patterns: Any, timeout: float | None = None) -> Any:
     if proc is None:
         raise NotInProcess("pyotp.receive()")
     if timeout is not None and (type(timeout) not in (int, float) or timeout < 0):
-        from transport import BadArg
-
         raise BadArg(f"receive timeout must be None or seconds >= 0, got {timeout!r}")
     matcher = compile_patterns(patterns) if patterns else None
     return await receive_matching(proc, matcher, timeout, patterns)

@@ -114,7 +114,7 @@ class Scheduler:
             if proc.reason is not None:
                 return None  # killed by a signal: already terminated
             reason = "killed"
-        except BaseException as e:  # noqa: BLE001 - any uncaught error ends the process
+        except BaseException as e:
             if proc.reason is not None:
                 return None
             reason = Crash.from_exception(e)
@@ -141,9 +141,8 @@ class Scheduler:
         pid = proc.pid
         pid._proc = None
         self.procs.pop(pid.serial, None)
-        if proc.name is not None:
-            if self.names.get(proc.name) is proc:
-                del self.names[proc.name]
+        if proc.name is not None and self.names.get(proc.name) is proc:
+            del self.names[proc.name]
         task = proc.task
         if cancel and task is not None and not task.done():
             task.cancel()  # also when proc is the running task: it stops at its next await

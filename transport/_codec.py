@@ -137,7 +137,9 @@ def _ext_hook(code: int, data: memoryview) -> Any:
     if code == 5:
         module, qualname, fields = _raw_decode(data)
         cls = _struct_type(module, qualname)
-        return msgspec.msgpack.decode(fields, type=cls, dec_hook=_struct_dec_hook, ext_hook=_ext_hook)
+        return msgspec.msgpack.decode(
+            fields, type=cls, dec_hook=_struct_dec_hook, ext_hook=_ext_hook
+        )
     if code == 6:
         return int(bytes(data))
     if code == 7:

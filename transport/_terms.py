@@ -9,7 +9,6 @@ process dies and is never encoded.
 from __future__ import annotations
 
 import traceback
-from typing import Any
 
 __all__ = ["Crash", "Pid", "Ref"]
 
