@@ -19,6 +19,8 @@ import uvloop
 from schedulers import Scheduler, get, set_current
 from transport import BadArg, OtpError, ProcessCrash
 
+from . import _config
+
 __all__ = ["run"]
 
 
@@ -62,18 +64,21 @@ def run(
         raise BadArg(f"run attributes= expects a dict, got {attributes!r}")
     if config is not None and not isinstance(config, (dict, str, os.PathLike)):
         raise BadArg(f"run config= expects a dict or a TOML file path, got {config!r}")
+    cfg = _config.load(config)
     if get() is not None:
         raise OtpError("already_running", "pyotp.run: a node is already running in this process")
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(_boot(main, args, name or "nonode@nohost"))
+        return runner.run(_boot(main, args, name or "nonode@nohost", cfg))
 
 
-async def _boot(main: Callable[..., Any], args: tuple, node_name: str) -> Any:
+async def _boot(main: Callable[..., Any], args: tuple, node_name: str, cfg: dict) -> Any:
     loop = asyncio.get_running_loop()
     sched = Scheduler(loop, node=node_name)
     set_current(sched)
+    node = _config.boot(cfg)
     try:
         pid = sched.spawn(main, args, None)
+        node.main = pid
         proc = pid._proc
         try:
             result = await proc.task
@@ -82,6 +87,8 @@ async def _boot(main: Callable[..., Any], args: tuple, node_name: str) -> Any:
                 raise
             result = None
         reason = proc.reason
+        if node.halted is not None:  # an application took the node down (see _config.halt)
+            raise ProcessCrash(node.halted, f"node stopped: {node.halted!r}")
         if reason != "normal":
             raise ProcessCrash(reason, f"main process exited with reason: {reason}")
         return result
@@ -89,4 +96,5 @@ async def _boot(main: Callable[..., Any], args: tuple, node_name: str) -> Any:
         try:
             await sched.shutdown()
         finally:
+            _config.stop()
             set_current(None)
