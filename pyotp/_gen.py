@@ -206,10 +206,12 @@ async def call(dest: Any, request: Any, timeout: float | None = 5.0, what: str =
     if pid == me.pid:
         raise CallExit("calling_self", f"{what}: a process cannot call itself")
     sched = get()
+    # Receive marker: the reply holds mref, so nothing queued before the monitor can match.
+    # Take the position first: monitoring a dead pid queues its DOWN at once.
+    pos = len(me.mbox) if me.mbox else 0
     mref = sched.monitor(me, pid)
-    # Receive marker: the reply holds mref, so nothing queued before now can match.
     me.marker_ref = mref
-    me.marker_pos = len(me.mbox) if me.mbox else 0
+    me.marker_pos = pos
     _api.send(pid, ("$gen_call", (me.pid, mref), request))
 
     def is_answer(m: Any) -> bool:
