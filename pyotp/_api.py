@@ -165,6 +165,8 @@ def _send_elsewhere(pid: Pid, msg: Any) -> Any:
     proc = sched.lookup(pid)  # a pid rebuilt from its fields still reaches a live process
     if proc is not None:
         deliver(proc, msg)
+    elif sched.router is not None and not sched.is_local(pid):
+        sched.router.send(pid, msg)
     return msg
 
 
@@ -173,18 +175,17 @@ def _send_named(dest: Any, msg: Any) -> Any:
     if sched is None:
         raise NotInProcess("pyotp.send()")
     if type(dest) is str:
-        proc = sched.names.get(dest)
-        if proc is None:
+        pid = sched.names.get(dest)
+        if pid is None:
             raise BadArg(f"send: no process is registered as {dest!r}", "badarg")
-        deliver(proc, msg)
-        return msg
+        return send(pid, msg)
     if type(dest) is tuple and len(dest) == 2 and type(dest[0]) is str and type(dest[1]) is str:
         name, node_name = dest
         if node_name == sched.node:
-            proc = sched.names.get(name)
-            if proc is None:
+            pid = sched.names.get(name)
+            if pid is None:
                 raise BadArg(f"send: no process is registered as {name!r}", "badarg")
-            deliver(proc, msg)
+            return send(pid, msg)
         return msg  # to an unreachable node: dropped, as in Erlang
     raise BadArg(
         f"send expects a Pid, a registered name str or a (name, node) tuple, got {dest!r}"
@@ -309,8 +310,7 @@ def whereis(name: str) -> Pid | None:
     sched = _scheduler("pyotp.whereis()")
     if type(name) is not str:
         raise BadArg(f"whereis expects a name str, got {name!r}")
-    proc = sched.names.get(name)
-    return proc.pid if proc is not None else None
+    return sched.names.get(name)
 
 
 def registered() -> list[str]:

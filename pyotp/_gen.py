@@ -93,12 +93,11 @@ async def _start_body(
 ) -> Any:
     if name is not None:
         local = name if type(name) is str else name[1]
-        sched = get()
-        holder = sched.names.get(local)
-        if holder is not None:
-            starter.fail(("already_started", holder.pid))
+        try:
+            await _api.register(local, self_pid())
+        except BadArg:
+            starter.fail(("already_started", _api.whereis(local)))
             return None
-        sched.register(local, self_pid())
     return await body(starter, *args)
 
 

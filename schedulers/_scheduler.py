@@ -58,7 +58,10 @@ class Scheduler:
         self.index = index
         self.creation = creation
         self.procs: dict[int, Process] = {}
-        self.names: dict[str, Process] = {}
+        # node-wide registry cache: name -> pid (a local pid is the live one, with its process)
+        self.names: dict[str, Pid] = {}
+        # set when the node has other schedulers: frames to them go through it
+        self.router: Any = None
         self.timers: dict[Ref, tuple[asyncio.TimerHandle, float]] = {}
         self.next_serial = 1
         self.next_ref = 1
@@ -78,8 +81,10 @@ class Scheduler:
         trap_exit: bool = False,
     ) -> Any:
         """Start a green process running `fn(*args)`; return its pid (and monitor ref)."""
-        serial = self.next_serial
-        self.next_serial = serial + 1
+        # Serials carry their origin scheduler in the low byte, so any scheduler can allocate
+        # a pid for any other without a round trip and without collisions.
+        serial = (self.next_serial << 8) | self.index
+        self.next_serial += 1
         pid = Pid(self.node, self.index, serial, self.creation)
         proc = Process(pid, parent.pid if parent is not None else None, fn)
         proc.trap_exit = trap_exit
@@ -99,6 +104,21 @@ class Scheduler:
         if monitor:
             return pid, ref
         return pid
+
+    def start_process(
+        self, pid: Pid, fn: Any, args: tuple, parent: Pid | None, link: bool,
+        monitor_ref: Ref | None, trap_exit: bool,
+    ) -> None:
+        """Start a process under a pid allocated elsewhere (a Spawn frame from a peer)."""
+        proc = Process(pid, parent, fn)
+        proc.trap_exit = trap_exit
+        pid._proc = proc
+        self.procs[pid.serial] = proc
+        if link and parent is not None:
+            proc.links = {parent}
+        if monitor_ref is not None and parent is not None:
+            proc.watchers = {monitor_ref: (parent, pid)}
+        proc.task = self.loop.create_task(self._run(proc, fn, args))
 
     async def _run(self, proc: Process, fn: Callable[..., Any], args: tuple) -> Any:
         _current.set(proc)
@@ -141,26 +161,35 @@ class Scheduler:
         pid = proc.pid
         pid._proc = None
         self.procs.pop(pid.serial, None)
-        if proc.name is not None and self.names.get(proc.name) is proc:
-            del self.names[proc.name]
+        if proc.name is not None:
+            if self.names.get(proc.name) == pid:
+                del self.names[proc.name]
+            if self.router is not None:
+                self.router.name_released(proc.name, pid)
         task = proc.task
         if cancel and task is not None and not task.done():
             task.cancel()  # also when proc is the running task: it stops at its next await
         proc.mbox = None
         proc.waiter = None
+        router = self.router
         if proc.monitors:
             for ref, target in proc.monitors.items():
-                t = target._proc if type(target) is Pid else None
-                if t is not None and t.watchers:
-                    t.watchers.pop(ref, None)
+                t = target._proc
+                if t is not None:
+                    if t.watchers:
+                        t.watchers.pop(ref, None)
+                elif router is not None:
+                    router.demonitor(target, ref)
             proc.monitors = None
         if proc.watchers:
             for ref, (watcher, ident) in proc.watchers.items():
-                w = watcher._proc
+                w = watcher._proc or self.lookup(watcher)
                 if w is not None:
                     if w.monitors:
                         w.monitors.pop(ref, None)
                     deliver(w, ("DOWN", ref, "process", ident, reason))
+                elif router is not None:
+                    router.down(watcher, ref, ident, reason)
             proc.watchers = None
         if proc.links:
             for other in proc.links:
@@ -181,8 +210,10 @@ class Scheduler:
             signals = self._signals
             while signals:
                 sender, target, reason, linked = signals.popleft()
-                proc = target._proc
+                proc = target._proc or self.lookup(target)
                 if proc is None:
+                    if self.router is not None and not self.is_local(target):
+                        self.router.exit(sender, target, reason, linked)
                     continue
                 if linked:
                     if proc.links is None or sender not in proc.links:
@@ -208,9 +239,14 @@ class Scheduler:
     def link(self, proc: Process, pid: Pid) -> None:
         if pid == proc.pid:
             return
-        other = pid._proc if type(pid) is Pid else None
-        if other is None:
-            other = self.lookup(pid)
+        other = pid._proc or self.lookup(pid)
+        if other is None and self.router is not None and not self.is_local(pid):
+            if self.router.link(proc.pid, pid):
+                if proc.links is None:
+                    proc.links = {pid}
+                else:
+                    proc.links.add(pid)
+                return
         if other is None:
             # Linking to a dead process: an exit signal "noproc" from it, as if it had died.
             if proc.trap_exit:
@@ -229,9 +265,12 @@ class Scheduler:
     def unlink(self, proc: Process, pid: Pid) -> None:
         if proc.links:
             proc.links.discard(pid)
-        other = pid._proc
-        if other is not None and other.links:
-            other.links.discard(proc.pid)
+        other = pid._proc or self.lookup(pid)
+        if other is not None:
+            if other.links:
+                other.links.discard(proc.pid)
+        elif self.router is not None and not self.is_local(pid):
+            self.router.unlink(proc.pid, pid)
 
     def _add_monitor(self, watcher: Process, target: Process, ref: Ref, ident: Any) -> None:
         if watcher.monitors is None:
@@ -246,24 +285,34 @@ class Scheduler:
     def monitor(self, watcher: Process, target: Pid | str | tuple) -> Ref:
         ref = self.make_ref()
         if type(target) is Pid:
-            proc = target._proc or self.lookup(target)
+            pid: Pid | None = target
             ident: Any = target
         else:
             name = target if type(target) is str else target[0]
-            proc = self.names.get(name)
+            pid = self.names.get(name)
             ident = (name, self.node)
-        if proc is None:
-            deliver(watcher, ("DOWN", ref, "process", ident, "noproc"))
-        else:
+        proc = None if pid is None else (pid._proc or self.lookup(pid))
+        if proc is not None:
             self._add_monitor(watcher, proc, ref, ident)
+        elif pid is not None and self.router is not None and not self.is_local(pid):
+            if watcher.monitors is None:
+                watcher.monitors = {ref: pid}
+            else:
+                watcher.monitors[ref] = pid
+            self.router.monitor(watcher.pid, pid, ref, ident)
+        else:
+            deliver(watcher, ("DOWN", ref, "process", ident, "noproc"))
         return ref
 
     def demonitor(self, watcher: Process, ref: Ref, flush: bool) -> bool:
         target = watcher.monitors.pop(ref, None) if watcher.monitors else None
         if target is not None:
-            t = target._proc
-            if t is not None and t.watchers:
-                t.watchers.pop(ref, None)
+            t = target._proc or self.lookup(target)
+            if t is not None:
+                if t.watchers:
+                    t.watchers.pop(ref, None)
+            elif self.router is not None:
+                self.router.demonitor(target, ref)
         if flush and watcher.mbox:
             i = 0
             for msg in list(watcher.mbox):
@@ -277,32 +326,46 @@ class Scheduler:
 
     def lookup(self, pid: Pid) -> Process | None:
         """Return the live local process of `pid`, or None."""
-        if pid.node != self.node or pid.scheduler != self.index or pid.creation != self.creation:
+        if pid.scheduler != self.index or pid.creation != self.creation or pid.node != self.node:
             return None
         return self.procs.get(pid.serial)
 
+    def is_local(self, pid: Pid) -> bool:
+        """True when `pid` belongs to this scheduler (alive or not)."""
+        return pid.scheduler == self.index and pid.node == self.node
+
     def resolve(self, dest: Any) -> Process | None:
         """Return the live local process for a pid or a registered name, else None."""
-        if type(dest) is Pid:
-            return dest._proc or self.lookup(dest)
-        return self.names.get(dest)
+        if type(dest) is not Pid:
+            dest = self.names.get(dest)
+            if dest is None:
+                return None
+        return dest._proc or self.lookup(dest)
 
     def register(self, name: str, pid: Pid) -> None:
+        """Register `name` on this scheduler alone (a one-scheduler node)."""
         if name in self.names:
             raise BadArg(f"register: the name {name!r} is already registered", "badarg")
+        self.attach_name(name, pid)
+        self.names[name] = self.resolve(pid).pid
+
+    def attach_name(self, name: str, pid: Pid) -> None:
+        """Give the local process `pid` its name, or raise BadArg why not."""
         proc = self.resolve(pid)
         if proc is None:
             raise BadArg(f"register: {pid!r} is not a live process", "badarg")
         if proc.name is not None:
             raise BadArg(f"register: {pid!r} already has the name {proc.name!r}", "badarg")
         proc.name = name
-        self.names[name] = proc
 
     def unregister(self, name: str) -> None:
-        proc = self.names.pop(name, None)
-        if proc is None:
+        """Remove `name` on this scheduler alone (a one-scheduler node)."""
+        pid = self.names.pop(name, None)
+        if pid is None:
             raise BadArg(f"unregister: the name {name!r} is not registered", "badarg")
-        proc.name = None
+        proc = self.resolve(pid)
+        if proc is not None and proc.name == name:
+            proc.name = None
 
     # ------------------------------------------------------------------ refs, timers
 

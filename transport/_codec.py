@@ -103,6 +103,7 @@ def _encode_struct(x: msgspec.Struct) -> bytes:
 
 
 _struct_types: dict[tuple[str, str], type] = {}
+_pid_cache: dict[bytes, Pid] = {}
 
 
 def _struct_type(module: str, qualname: str) -> type:
@@ -128,8 +129,14 @@ def _ext_hook(code: int, data: memoryview) -> Any:
     if code == 1:
         return tuple(_raw_decode(data))
     if code == 2:
-        node, sched, serial, creation = _raw_decode(data)
-        return Pid(node, sched, serial, creation)
+        pid = _pid_cache.get(data)  # senders repeat: most pids in a batch were seen before
+        if pid is None:
+            node, sched, serial, creation = _raw_decode(data)
+            pid = Pid(node, sched, serial, creation)
+            if len(_pid_cache) >= 4096:
+                _pid_cache.clear()
+            _pid_cache[bytes(data)] = pid
+        return pid
     if code == 3:
         return Ref(*_raw_decode(data))
     if code == 4:

@@ -1,0 +1,223 @@
+"""Frames: what schedulers (and later nodes) say to each other, as msgspec Structs.
+
+Where it sits: scheduler → **frames** (this module: types, batch encode/decode) → ZeroMQ.
+
+Every frame is a frozen, tagged, array-like Struct, so a frame costs a few bytes of header.
+Terms inside frames (messages, reasons, pids) are carried in codec form (`to_wire`), so the
+whole batch — one ZeroMQ message per peer per loop turn — is encoded by one C call and
+decoded by one. Messages, link/monitor signals and DOWNs of one sender to one receiver travel
+in one stream, which keeps Erlang's per-pair ordering for all of them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Union
+
+import msgspec
+
+from ._codec import CodecError, _ext_hook
+from ._codec import _raw_encoder as _encoder
+
+__all__ = [
+    "Bye",
+    "Call",
+    "Demonitor",
+    "Down",
+    "Exit",
+    "Frame",
+    "Hello",
+    "Link",
+    "Load",
+    "Monitor",
+    "NameDown",
+    "NameUp",
+    "Registered",
+    "Reply",
+    "Send",
+    "SendName",
+    "Spawn",
+    "Stop",
+    "Unlink",
+    "decode_batch",
+    "encode_batch",
+]
+
+
+class _F(msgspec.Struct, frozen=True, tag=True, array_like=True):
+    """Base of all frames (internal)."""
+
+
+class Send(_F, tag=0):
+    """A message for the process `to` (a pid in codec form)."""
+
+    to: Any
+    msg: Any
+
+
+class SendName(_F, tag=1):
+    """A message for the process registered as `name` on the receiving scheduler's node."""
+
+    name: str
+    msg: Any
+
+
+class Reply(_F, tag=2):
+    """A call reply: delivered only while `to` still holds the monitor `tag` (its alias)."""
+
+    to: Any
+    tag: Any
+    value: Any
+
+
+class Link(_F, tag=3):
+    """`sender` linked itself to `to`."""
+
+    sender: Any
+    to: Any
+
+
+class Unlink(_F, tag=4):
+    sender: Any
+    to: Any
+
+
+class Exit(_F, tag=5):
+    """An exit signal; `linked` when a link fired (then `to` must still hold the link)."""
+
+    sender: Any
+    to: Any
+    reason: Any
+    linked: bool
+
+
+class Monitor(_F, tag=6):
+    """`watcher` monitors `target` under `ref`; `ident` is what its DOWN will name."""
+
+    watcher: Any
+    target: Any
+    ref: Any
+    ident: Any
+
+
+class Demonitor(_F, tag=7):
+    target: Any
+    ref: Any
+
+
+class Down(_F, tag=8):
+    """The monitored process ended: deliver DOWN to `watcher` if it still holds `ref`."""
+
+    watcher: Any
+    ref: Any
+    ident: Any
+    reason: Any
+
+
+class Spawn(_F, tag=9):
+    """Start `fn` ("module:qualname") with `args` as the pre-allocated `pid`."""
+
+    pid: Any
+    fn: str
+    args: Any
+    parent: Any
+    link: bool
+    monitor_ref: Any
+    trap_exit: bool
+
+
+class Call(_F, tag=10):
+    """A scheduler-level request (registry, introspection); answered as a message to `reply_to`
+    of the form (tag, result)."""
+
+    op: str
+    args: Any
+    reply_to: Any
+    tag: Any
+
+
+class NameUp(_F, tag=11):
+    """The registry (scheduler 0) gave `name` to `pid`; `ack_to` wants a Registered back."""
+
+    name: str
+    pid: Any
+    ack_tag: Any
+
+
+class NameDown(_F, tag=12):
+    """`name` was released (by `pid`)."""
+
+    name: str
+    pid: Any
+
+
+class Registered(_F, tag=13):
+    """A scheduler has applied a NameUp/NameDown (the registry counts these before replying)."""
+
+    ack_tag: Any
+
+
+class Load(_F, tag=14):
+    """A scheduler's load report."""
+
+    index: int
+    creation: int
+    procs: int
+    runq: int
+    long_steps: int
+    cpu: float
+    lag: float
+
+
+class Hello(_F, tag=15):
+    """A scheduler is up and its sockets are connected."""
+
+    index: int
+    creation: int
+
+
+class Stop(_F, tag=16):
+    """Shut down: end every process with "shutdown", then say Bye."""
+
+    phase: int
+
+
+class Bye(_F, tag=17):
+    """A scheduler has drained; its last frame (the acknowledgement closing needs)."""
+
+    index: int
+    phase: int
+
+
+class Peer(_F, tag=18):
+    """Scheduler `index` changed: down (`up=False`) or replaced with a new `creation`."""
+
+    index: int
+    creation: int
+    up: bool
+
+
+Frame = Union[  # noqa: UP007 - msgspec needs the Union form here
+    Send, SendName, Reply, Link, Unlink, Exit, Monitor, Demonitor, Down, Spawn, Call,
+    NameUp, NameDown, Registered, Load, Hello, Stop, Bye, Peer,
+]
+
+_batch_decoder = msgspec.msgpack.Decoder(list[Frame], ext_hook=_ext_hook)
+
+
+def encode_batch(frames: list) -> bytes:
+    """Encode a list of frames (terms inside already in codec form) as one message."""
+    return _encoder.encode(frames)
+
+
+def decode_batch(data: bytes | memoryview) -> list:
+    """Decode one message into its frames.
+
+    Raises:
+        CodecError: the bytes are not a well-formed batch of known frames.
+    """
+    try:
+        return _batch_decoder.decode(data)
+    except CodecError:
+        raise
+    except Exception as exc:  # malformed, truncated, unknown tags: all "bad frame"
+        raise CodecError(f"malformed frame batch: {type(exc).__name__}: {exc}") from None
