@@ -28,8 +28,9 @@ requests `("sync_notify", e)`, `("call", h, q)`, `("add_handler", h, a)`,
 message goes to every handler's `handle_info`.
 
 Deviation from Erlang, on purpose: a manager started with `start` (not linked) also
-terminates on `("EXIT", spawner, "shutdown")` unless the spawner owns supervised handlers,
-because that is how node shutdown asks trapping processes to stop.
+terminates on `("EXIT", spawner, "shutdown")`, because that is how node shutdown asks a
+trapping process to stop; any other EXIT (another reason, or another sender) is handled as
+in Erlang: the sender's supervised handlers go, then every handler's `handle_info` sees it.
 """
 
 from __future__ import annotations
@@ -574,10 +575,16 @@ class _Manager:
     async def update(self, h: _Installed, func: str, event: Any) -> _Installed | None:
         """Run `handle_event`/`handle_info` of one handler; None when it is removed."""
         fn = getattr(h.inst, func, None)
-        if fn is None:
-            log.warning("gen_event handler %s has no %s; dropped %r", _cls_name(h.cls), func, event)
+        if fn is None and func == "handle_info":
+            # handle_info is optional in Erlang: a missing one only warns.
+            log.warning(
+                "gen_event handler %s has no handle_info; dropped %r", _cls_name(h.cls), event
+            )
             return h
-        ok, r = await self.invoke(fn, event, h.state)
+        if fn is None:
+            ok, r = False, Crash("AttributeError", f"{_cls_name(h.cls)} has no {func}")
+        else:
+            ok, r = await self.invoke(fn, event, h.state)
         if not ok:
             await self.terminate_handler(h, ("error", ("EXIT", r)), h.state, event, "crash")
             return None
@@ -709,8 +716,11 @@ class _Manager:
     async def handle_exit(self, pid: Pid, reason: Any) -> None:
         if self.parent is not None and pid == self.parent:
             await self.terminate_server(reason)
-        owns = any(h.supervised == pid for h in self.handlers)
-        if self.parent is None and not owns and pid == self.proc.parent and reason == "shutdown":
+        if (
+            self.parent is None
+            and reason == "shutdown"
+            and pid in (self.proc.parent, self.proc.pid)
+        ):
             await self.terminate_server(reason)  # node shutdown (see the module docstring)
         # Supervised handlers of the dead owner go first; then every handler hears of it.
         kept = []

@@ -1008,3 +1008,85 @@ def test_code_change_runs_in_the_handlers_of_the_module():
         return True
 
     assert pyotp.run(main)
+
+
+# --------------------------------------------------------------------- odd handlers
+
+
+def test_a_plain_class_works_as_a_handler_and_missing_callbacks_fail_softly(
+    quiet_handler_reports,
+):
+    class Plain:  # not a Handler subclass: callbacks are looked up by name, like a module
+        def init(self, args):
+            return ("ok", args)
+
+        def handle_event(self, event, state):
+            pyotp.send(state, ("plain", event))
+            return ("ok", state)
+
+    async def main():
+        me = pyotp.self()
+        mgr = await gen_event.start()
+        await gen_event.add_sup_handler(mgr, Plain, me)
+        pyotp.send(mgr, "an info")  # no handle_info: dropped with a warning, handler kept
+        await gen_event.sync_notify(mgr, "e")
+        assert await pyotp.receive(("plain", "e"), timeout=T)
+        assert await gen_event.which_handlers(mgr) == [Plain]
+        with pytest.raises(pyotp.OtpError) as info:  # no handle_call: the handler goes
+            await gen_event.call(mgr, Plain, "q")
+        assert info.value.reason[0] == "EXIT"
+        got = await _gen_event_exit(Plain)
+        assert got[2][0] == "EXIT"
+        assert await gen_event.which_handlers(mgr) == []
+        await gen_event.stop(mgr)
+        return True
+
+    assert pyotp.run(main)
+
+
+def test_a_swap_whose_new_init_fails_removes_both_and_tells_the_owner(quiet_handler_reports):
+    class Refuses(gen_event.Handler):
+        def init(self, args):
+            return ("error", "not_today")
+
+    async def main():
+        me = pyotp.self()
+        mgr = await gen_event.start()
+        await gen_event.add_sup_handler(mgr, DummyH, me)
+        await gen_event.sync_notify(mgr, ("swap_event", Refuses, None))
+        assert await _gen_event_exit(DummyH, ("swapped", Refuses, me))
+        assert await _gen_event_exit(Refuses, ("error", "not_today"))
+        assert await gen_event.which_handlers(mgr) == []
+        with pytest.raises(pyotp.OtpError) as info:
+            await gen_event.swap_handler(mgr, (DummyH, None), (Refuses, None))
+        assert info.value.reason == "not_today"
+        assert await gen_event.which_handlers(mgr) == []
+        await gen_event.stop(mgr)
+        return True
+
+    assert pyotp.run(main)
+
+
+def test_a_linked_manager_stops_when_its_parent_exits():
+    async def parent(test):
+        mgr = await gen_event.start_link()
+        await gen_event.add_handler(mgr, Reporter, (test, "child"))
+        pyotp.send(test, ("mgr", mgr))
+        await pyotp.receive("die", timeout=T)
+        raise pyotp.Exit("parent_gone")
+
+    async def main():
+        pid = pyotp.spawn(parent, pyotp.self())
+        _, mgr = await pyotp.receive(("mgr", ANY), timeout=T)
+        ref = pyotp.monitor(mgr)
+        pyotp.send(pid, "die")
+        assert await pyotp.receive(("terminate", "child", ANY), timeout=T) == (
+            "terminate",
+            "child",
+            "stop",
+        )
+        down = await pyotp.receive(("DOWN", ref, ANY, ANY, ANY), timeout=T)
+        assert down[4] == "parent_gone"
+        return True
+
+    assert pyotp.run(main)
