@@ -1,0 +1,175 @@
+"""The `pyotp` command line, run in a subprocess: run (function and App targets), top, ping."""
+
+from __future__ import annotations
+
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import psutil
+import pytest
+
+pytestmark = pytest.mark.slow
+
+TIMEOUT = 30
+
+TARGETS = textwrap.dedent(
+    """
+    import pyotp
+    from pyotp import application
+
+    async def hello():
+        print("hello from", pyotp.node(), flush=True)
+
+    async def crash():
+        raise ValueError("kaput")
+
+    def port():
+        print("port", application.get_env("shop", "port", "unset"), flush=True)
+
+    async def _top(die_after):
+        pyotp.process_flag("trap_exit", True)
+        if die_after:
+            pyotp.send_after(die_after, pyotp.self(), "die")
+        while True:
+            msg = await pyotp.receive()
+            if msg == "die":
+                raise pyotp.Exit("boom")
+            if msg[0] == "EXIT":
+                raise pyotp.Exit(msg[2])
+
+    class Svc(application.Application):
+        def start(self, start_type, args):
+            print("svc started", start_type, flush=True)
+            return pyotp.spawn_link(_top, args)
+
+        def stop(self, state):
+            print("svc stopped", flush=True)
+
+    lib = application.App("lib")
+    svc = application.App("svc", mod=Svc, applications=[lib])
+    dying = application.App("dying", mod=Svc, start_args=0.1)
+    not_callable = 42
+    """
+)
+
+
+@pytest.fixture
+def workdir(tmp_path):
+    (tmp_path / "targets.py").write_text(TARGETS)
+    return tmp_path
+
+
+def pyotp_cli(workdir, *args):
+    return subprocess.run(
+        [sys.executable, "-m", "pyotp", *args],
+        cwd=workdir, capture_output=True, text=True, timeout=TIMEOUT, check=False,
+    )
+
+
+def test_run_a_function_exits_zero_when_it_returns(workdir):
+    r = pyotp_cli(workdir, "run", "targets:hello")
+    assert r.returncode == 0, r.stderr
+    assert "hello from nonode@nohost" in r.stdout
+
+
+def test_run_a_function_with_auto_schedulers(workdir):
+    r = pyotp_cli(workdir, "run", "targets:hello", "--schedulers", "auto")
+    assert r.returncode == 0, r.stderr
+
+
+def test_run_a_crashing_function_exits_non_zero_and_prints_the_reason(workdir):
+    r = pyotp_cli(workdir, "run", "targets:crash")
+    assert r.returncode == 1
+    assert "ValueError: kaput" in r.stderr
+
+
+def test_run_a_bad_target_exits_with_2_and_says_why(workdir):
+    for target, why in [
+        ("targets", "MODULE:FUNC"),
+        ("no_such_module:main", "cannot import module 'no_such_module'"),
+        ("targets:nope", "has no attribute 'nope'"),
+        ("targets:not_callable", "expected a function or an application.App"),
+    ]:
+        r = pyotp_cli(workdir, "run", target)
+        assert r.returncode == 2, (target, r.stderr)
+        assert why in r.stderr, (target, r.stderr)
+
+
+def test_run_rejects_bad_schedulers_and_config_with_2(workdir):
+    r = pyotp_cli(workdir, "run", "targets:hello", "--schedulers", "zero")
+    assert r.returncode == 2
+    assert "--schedulers" in r.stderr
+    r = pyotp_cli(workdir, "run", "targets:hello", "--config", "missing.toml")
+    assert r.returncode == 2
+    assert "missing.toml" in r.stderr
+
+
+def test_run_passes_the_config_file_to_the_node(workdir):
+    (workdir / "sys.toml").write_text("[shop]\nport = 9090\n")
+    r = pyotp_cli(workdir, "run", "targets:port", "--config", "sys.toml")
+    assert r.returncode == 0, r.stderr
+    assert "port 9090" in r.stdout
+
+
+def _wait_for_line(stream, needle, deadline):
+    sel = selectors.DefaultSelector()
+    sel.register(stream, selectors.EVENT_READ)
+    seen = ""
+    while needle not in seen:
+        left = deadline - time.monotonic()
+        assert left > 0, f"no {needle!r} in time; got {seen!r}"
+        if sel.select(left):
+            line = stream.readline()
+            assert line, f"stream closed before {needle!r}; got {seen!r}"
+            seen += line
+    sel.close()
+    return seen
+
+
+def test_run_an_app_until_sigterm_stops_it_cleanly(workdir):
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pyotp", "run", "targets:svc"],
+        cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        _wait_for_line(proc.stderr, "started", time.monotonic() + TIMEOUT)
+        children = psutil.Process(proc.pid).children(recursive=True)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert "svc started normal" in out
+    assert "svc stopped" in out
+    assert not any(c.is_running() and c.status() != psutil.STATUS_ZOMBIE for c in children)
+    assert not psutil.pid_exists(proc.pid) or psutil.Process(proc.pid).status() == "zombie"
+
+
+def test_run_an_app_whose_top_dies_exits_non_zero(workdir):
+    r = pyotp_cli(workdir, "run", "targets:dying")
+    assert r.returncode == 1
+    assert "application_terminated" in r.stderr
+    assert "svc stopped" in r.stdout
+
+
+def test_top_and_ping_say_distribution_is_not_available_yet(workdir):
+    r = pyotp_cli(workdir, "top")
+    assert r.returncode == 2
+    assert "distribution" in r.stderr
+    r = pyotp_cli(workdir, "ping", "a@127.0.0.1")
+    assert r.returncode == 2
+    assert "distribution not available yet" in r.stderr
+
+
+def test_the_console_script_module_imports_without_loading_typer():
+    code = "import sys, pyotp.cli; print('typer' in sys.modules)"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=TIMEOUT, check=True, env={**os.environ})
+    assert r.stdout.strip() == "False"
