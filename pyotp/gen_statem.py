@@ -21,13 +21,16 @@ Design notes (the loop, in OTP's terms):
   message or queued zero-time event whose token is no longer current is dropped, so a cancelled
   timer can never fire.
 - A crash in a callback calls `terminate` with the `Crash` reason, logs one crash report on
-  logger `pyotp.crash`, and ends the process with that reason.
+  logger `pyotp.crash`, and ends the process with that reason. Breaking the behaviour's rules
+  (a bad return or action, an undefined state function) does the same with OTP's error term
+  as a plain tuple, e.g. `("bad_return_from_state_function", result)`.
 
 System requests (`("$system", from_, req)`, for `stop` and `pyotp.sys_`): `("terminate",
 reason)`; `"get_state"` replies `(state, data)`; `("replace_state", fn)` replies the new
 `(state, data)` (or `("error", ("callback_failed", crash))` when `fn` raised, leaving the
 state as it was); `"suspend"` / `"resume"` reply `"ok"` (a suspended machine handles only system
-requests); `"get_status"` replies a dict; `("code_change", module, old_vsn, extra)` replies
+requests); `"get_status"` replies OTP's shape `("status", pid, ("module", "gen_statem"),
+[{}, "running" | "suspended", parent, [], misc])`; `("code_change", module, old_vsn, extra)` replies
 `"ok"` or `("error", reason)`.
 """
 
@@ -40,7 +43,7 @@ from collections import deque
 from typing import Any
 
 from schedulers import current_process, get, receive_matching
-from transport import BadArg, Crash, Exit, OtpError, Pid
+from transport import BadArg, Crash, Exit, Pid
 
 from . import _api, _gen
 
@@ -175,12 +178,12 @@ async def _start(
     module: Any, args: Any, link: bool, name: Any, timeout: Any, spawn_opts: Any, spawn_kw: Any
 ) -> Pid | None:
     what = "gen_statem.start_link" if link else "gen_statem.start"
-    if not isinstance(module, type):
-        raise BadArg(f"{what} expects a GenStatem subclass, got {module!r}")
+    if not isinstance(module, (type, GenStatem)):
+        raise BadArg(f"{what} expects a GenStatem subclass (or instance), got {module!r}")
     _parse_mode(module)
     if spawn_opts is not None and type(spawn_opts) is not dict:
         raise BadArg(f"{what}: spawn_opts must be a dict, got {spawn_opts!r}")
-    opts = {**(spawn_opts or {}), **spawn_kw}
+    opts = {k: v for k, v in {**(spawn_opts or {}), **spawn_kw}.items() if v is not None}
     bad = set(opts) - {"scheduler", "node", "placement", "near", "trap_exit"}
     if bad:
         raise BadArg(f"{what}: unknown spawn options {sorted(bad)!r}")
@@ -195,12 +198,12 @@ async def _start(
     )
 
 
-async def call(dest: Any, request: Any, timeout: float | None = None) -> Any:
+async def call(dest: Any, request: Any, timeout: float | None = 5.0) -> Any:
     """Send `request` as a `("call", from_)` event and wait for the reply.
 
     Args:
         dest: a pid, a registered name, or `(name, node)`.
-        timeout: seconds to wait (None = forever, as in OTP's gen_statem).
+        timeout: seconds to wait (None = forever); 5 s by default, as `gen_server.call`.
 
     Raises:
         CallTimeout: no reply in time (a late reply is dropped).
@@ -211,23 +214,13 @@ async def call(dest: Any, request: Any, timeout: float | None = None) -> Any:
 
 
 def cast(dest: Any, msg: Any) -> None:
-    """Send `msg` as a "cast" event; never raises for a dead pid or an unknown name.
-
-    Raises:
-        BadArg: `dest` is not a pid, a name or `(name, node)`.
-    """
-    if not (
-        type(dest) is Pid
-        or type(dest) is str
-        or (type(dest) is tuple and len(dest) == 2 and type(dest[1]) is str)
-    ):
-        raise BadArg(f"gen_statem.cast expects a Pid, a name or (name, node), got {dest!r}")
-    if type(dest) is tuple and dest[0] in ("local", "global"):
+    """Send `msg` as a "cast" event without waiting; never raises for `dest` (as gen_server)."""
+    if type(dest) is tuple and len(dest) == 2 and dest[0] in ("local", "global"):
         dest = dest[1]
     try:
         _api.send(dest, ("$gen_cast", msg))
     except BadArg:
-        pass  # an unregistered name: a cast is fire-and-forget, as in OTP
+        pass  # a cast to nobody is dropped, as in OTP
 
 
 async def stop(dest: Any, reason: Any = "normal", timeout: float | None = None) -> None:
@@ -293,8 +286,20 @@ class _Opts:
         self.timeouts: list = []  # (type, time | _CANCEL | "update", msg), in action order
 
 
-def _fail(reason: Any) -> OtpError:
-    return OtpError(reason, f"{reason[0]}: {reason[1:]!r}")
+class _Error(Exception):
+    """Internal: the machine broke OTP's rules (a bad return or action); ends it with `reason`.
+
+    The exit reason is the plain Erlang-style tuple, e.g.
+    `("bad_return_from_state_function", result)`, as OTP's error term without its stacktrace.
+    """
+
+    def __init__(self, reason: tuple) -> None:
+        super().__init__(repr(reason))
+        self.reason = reason
+
+
+def _fail(reason: tuple) -> _Error:
+    return _Error(reason)
 
 
 def _is_from(f: Any) -> bool:
@@ -324,11 +329,12 @@ async def _invoke(fn: Any, *args: Any) -> Any:
     return result
 
 
-async def _statem_main(starter: _gen.Starter, cls: type, args: Any) -> None:
+async def _statem_main(starter: _gen.Starter, module: Any, args: Any) -> None:
     proc = current_process("gen_statem")
+    cls = module if isinstance(module, type) else type(module)
     proc.info = {"behaviour": "gen_statem", "module": cls.__module__, "class": cls.__qualname__}
     try:
-        mod = cls()
+        mod = cls() if module is cls else module
         result = await _invoke(mod.init, args)
     except Exit as e:
         starter.fail(e.reason)
@@ -418,6 +424,9 @@ class _Machine:
             await step
         except _Stop as s:
             await self._terminate(s.reason)
+        except _Error as e:
+            self._report(e.reason, repr(e.reason))
+            await self._terminate(e.reason, logged=True)
         except Exit as e:
             if self.proc.reason is not None:
                 raise
@@ -671,7 +680,7 @@ class _Machine:
             _gen.system_reply(from_, (self.state, self.data))
         elif type(req) is tuple and len(req) == 2 and req[0] == "replace_state":
             try:
-                new = req[1]((self.state, self.data))
+                new = await _invoke(req[1], (self.state, self.data))
                 if not (type(new) is tuple and len(new) == 2):
                     raise BadArg(f"replace_state fn must return (state, data), got {new!r}")
             except Exception as e:  # a bad fn leaves the machine as it was
@@ -692,29 +701,42 @@ class _Machine:
         else:
             _gen.system_reply(from_, ("error", ("unknown_system_msg", req)))
 
-    def _status(self) -> dict[str, Any]:
-        return {
-            "behaviour": "gen_statem",
-            "module": self.cls.__module__,
-            "class": self.cls.__qualname__,
-            "pid": self.proc.pid,
-            "parent": self.proc.parent,
-            "name": self.proc.name,
-            "status": "suspended" if self.suspended else "running",
-            "callback_mode": self.mode,
-            "state_enter": self.state_enter,
-            "state": self.state,
-            "data": self.data,
-            "postponed": list(self.postponed),
-            "timeouts": [(t, e[2]) for t, e in self.timers.items()],
-            "queued": len(self.queue),
-        }
+    def _status(self) -> tuple:
+        # OTP's sys:get_status shape, as gen_server gives it.
+        sys_state = "suspended" if self.suspended else "running"
+        parent = self.proc.parent
+        name = self.proc.name or self.proc.pid
+        misc = [
+            ("header", f"Status for state machine {name}"),
+            (
+                "data",
+                [
+                    ("Status", sys_state),
+                    ("Parent", parent),
+                    ("Logged Events", []),
+                    ("Postponed", list(self.postponed)),
+                ],
+            ),
+            (
+                "data",
+                [
+                    ("State", (self.state, self.data)),
+                    ("Callback mode", (self.mode, self.state_enter)),
+                    ("Timeouts", [(t, e[2]) for t, e in self.timers.items()]),
+                ],
+            ),
+        ]
+        return (
+            "status",
+            self.proc.pid,
+            ("module", "gen_statem"),
+            [{}, sys_state, parent, [], misc],
+        )
 
     async def _code_change(self, module: Any, old_vsn: Any, extra: Any) -> Any:
-        # Pick up the class from the (reloaded) module by its qualified name.
+        # Pick up the class from the (reloaded) module by its qualified name; `module` is the
+        # dotted name code.upgrade reloaded (this machine's class lives there).
         cls = self.cls
-        if module is not None and module != cls.__module__:
-            return ("error", ("wrong_module", module))
         new_cls: Any = sys.modules.get(cls.__module__)
         for part in cls.__qualname__.split("."):
             new_cls = getattr(new_cls, part, None)
@@ -722,12 +744,19 @@ class _Machine:
             new_cls = cls
         try:
             mode = _parse_mode(new_cls)
-            mod = new_cls()
-            result = await _invoke(mod.code_change, old_vsn, self.state, self.data, extra)
+            result = await _invoke(
+                new_cls.code_change, self.mod, old_vsn, self.state, self.data, extra
+            )
+            if not (type(result) is tuple and len(result) == 3 and result[0] == "ok"):
+                raise ValueError(f"code_change must return ('ok', state, data), got {result!r}")
         except Exception as e:  # a failed upgrade keeps the old code and state
             return ("error", Crash.from_exception(e))
-        if not (type(result) is tuple and len(result) == 3 and result[0] == "ok"):
-            return ("error", result)
+        mod = self.mod
+        if new_cls is not cls:
+            try:
+                mod.__class__ = new_cls  # keep the instance's attributes
+            except TypeError:
+                mod = new_cls()  # incompatible layout: a fresh instance of the new class
         self.cls, self.mod = new_cls, mod
         self.mode, self.state_enter = mode
         self.state, self.data = result[1], result[2]
