@@ -173,3 +173,23 @@ def test_the_console_script_module_imports_without_loading_typer():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                        timeout=TIMEOUT, check=True, env={**os.environ})
     assert r.stdout.strip() == "False"
+
+
+def test_the_readme_demo_runs_and_heals_its_crashed_worker(workdir):
+    r = pyotp_cli(workdir, "run", "pyotp.demo:main", "--schedulers", "auto")
+    assert r.returncode == 0, r.stderr
+    assert "30,757" in r.stdout  # the primes below 360,000
+    assert "1 worker crashed on purpose and was replaced" in r.stdout
+
+
+def test_the_demo_returns_its_summary_in_process():
+    import pyotp
+    from pyotp import demo
+
+    summary = pyotp.run(demo.main, 8, 3)
+    assert summary["jobs"] == 8
+    assert summary["primes"] == sum(
+        1 for n in range(2, 8 * 15_000) if all(n % d for d in range(2, int(n**0.5) + 1))
+    )
+    assert summary["worker_restarts"] == 1
+    assert summary["jobs_handed_out"] == 9
