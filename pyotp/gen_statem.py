@@ -332,9 +332,9 @@ async def _invoke(fn: Any, *args: Any) -> Any:
 async def _statem_main(starter: _gen.Starter, module: Any, args: Any) -> None:
     proc = current_process("gen_statem")
     cls = module if isinstance(module, type) else type(module)
-    proc.info = {"behaviour": "gen_statem", "module": cls.__module__, "class": cls.__qualname__}
     try:
         mod = cls() if module is cls else module
+        proc.info = {"behaviour": "gen_statem", "module": cls.__module__, "callback": mod}
         result = await _invoke(mod.init, args)
     except Exit as e:
         starter.fail(e.reason)
@@ -758,6 +758,7 @@ class _Machine:
             except TypeError:
                 mod = new_cls()  # incompatible layout: a fresh instance of the new class
         self.cls, self.mod = new_cls, mod
+        self.proc.info = {"behaviour": "gen_statem", "module": new_cls.__module__, "callback": mod}
         self.mode, self.state_enter = mode
         self.state, self.data = result[1], result[2]
         return "ok"

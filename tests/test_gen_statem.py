@@ -1305,3 +1305,23 @@ def test_a_machine_can_be_started_from_an_instance_and_a_bad_init_return_fails()
         assert gen_statem.cast(12345, "to nowhere") is None
 
     run(main)
+
+
+def test_an_event_postponed_while_changing_state_is_retried_in_the_new_state():
+    async def main():
+        me = pyotp.self()
+
+        def first(etype, content, data):
+            return ("next_state", "second", data, "postpone")
+
+        def second(etype, content, data):
+            pyotp.send(me, ("second got", etype, content))
+            return "keep_state_and_data"
+
+        machine = {"init": lambda: ("ok", "first", None), "first": first, "second": second}
+        pid = await gen_statem.start(MapMachine, machine)
+        gen_statem.cast(pid, "x")
+        assert await pyotp.receive(timeout=WAIT) == ("second got", "cast", "x")
+        await gen_statem.stop(pid)
+
+    run(main)
