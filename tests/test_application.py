@@ -7,7 +7,7 @@ import logging
 import pytest
 
 import pyotp
-from pyotp import application
+from pyotp import application, gen_server, supervisor
 from pyotp.application import App, Application
 
 WAIT = 5.0
@@ -508,3 +508,68 @@ def test_a_running_app_is_stopped_with_the_node():
 
     assert pyotp.run(main) == "done"
     assert stops == ["stopped"]
+
+
+# --------------------------------------------------------------------- with a real supervisor
+
+
+class _Worker(gen_server.GenServer):
+    def init(self, arg):
+        pyotp.process_flag("trap_exit", True)  # so terminate runs on shutdown
+        pyotp.send("probe", ("worker_up", pyotp.self()))
+        return ("ok", arg)
+
+    def handle_call(self, req, from_, s):
+        return ("reply", s, s)
+
+    def terminate(self, reason, s):
+        pyotp.send("probe", ("worker_down", reason))
+
+
+class _Sup(supervisor.Supervisor):
+    def init(self, arg):
+        flags = {"strategy": "one_for_one", "intensity": 1, "period": 5}
+        child = {"id": "w", "start": (gen_server.start_link, (_Worker, arg), {"name": "w"}),
+                 "restart": "permanent", "shutdown": 5.0, "type": "worker"}
+        return ("ok", (flags, [child]))
+
+
+class _SupApp(Application):
+    async def start(self, start_type, args):
+        return await supervisor.start_link(_Sup, args, name="top_sup")
+
+    def stop(self, state):
+        pyotp.send("probe", ("app_stop", pyotp.whereis("top_sup")))
+
+
+def test_an_application_with_a_supervision_tree_starts_and_stops_it_whole():
+    """Ports application_SUITE:shutdown_func with a real supervisor tree."""
+
+    async def main():
+        await _probe()
+        await application.start(App("tree", mod=_SupApp, start_args="hi"))
+        w1 = (await pyotp.receive(("worker_up", pyotp.ANY), timeout=WAIT))[1]
+        assert await gen_server.call("w", "get") == "hi"
+        pyotp.exit(w1, "kill")  # the supervisor heals it; the app keeps running
+        await pyotp.receive(("worker_up", pyotp.ANY), timeout=WAIT)
+        assert [a[0] for a in application.which_applications()] == ["tree"]
+        await application.stop("tree")
+        return [await pyotp.receive(timeout=0) for _ in range(2)]
+
+    assert pyotp.run(main) == [("worker_down", "shutdown"), ("app_stop", None)]
+
+
+def test_a_permanent_app_whose_supervisor_gives_up_takes_the_node_down():
+    """Ports application_SUITE:otp_5606 style exits with a real supervisor (intensity hit)."""
+
+    async def main():
+        await _probe()
+        await application.start(App("tree", mod=_SupApp, start_args=0), "permanent")
+        for _ in range(2):  # intensity 1: the second crash within 5 s ends the supervisor
+            pid = (await pyotp.receive(("worker_up", pyotp.ANY), timeout=WAIT))[1]
+            pyotp.exit(pid, "kill")
+        await pyotp.receive(("never",), timeout=WAIT)
+
+    with pytest.raises(pyotp.ProcessCrash) as ei:
+        pyotp.run(main)
+    assert ei.value.reason == ("application_terminated", "tree", "shutdown")
