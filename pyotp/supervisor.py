@@ -470,18 +470,20 @@ def _is_shutdown_reason(reason: Any) -> bool:
 
 
 def _report(context: str, reason: Any, c: _Child | None, pid: Any, sup_name: Any) -> None:
+    tail = f"\n{str(reason).rstrip()}" if type(reason) is Crash else ""
     _log.error(
-        "supervisor report: supervisor %s, context %s, reason %s, offender id=%r pid=%r "
-        "start=%s restart=%s shutdown=%r type=%s",
+        "supervisor report: supervisor %s, context %s, reason %r, offender id=%r pid=%r "
+        "start=%s restart=%s shutdown=%r type=%s%s",
         sup_name,
         context,
-        str(reason).rstrip() if type(reason) is Crash else repr(reason),
+        reason,
         None if c is None else c.id,
         pid,
         None if c is None else getattr(c.fn, "__qualname__", c.fn),
         None if c is None else c.restart,
         None if c is None else c.shutdown,
         None if c is None else c.type,
+        tail,
     )
 
 

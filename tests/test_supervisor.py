@@ -703,3 +703,17 @@ def test_a_child_spec_may_carry_a_scheduler_option():
         return await gen_server.call((await pids(sup))["a"], "ping")
 
     assert pyotp.run(main) == "pong"
+
+
+def test_the_healing_tree_example_runs_and_heals():
+    """examples/healing_tree.py: a killed worker is restarted and answers again."""
+    import pathlib
+    import subprocess
+    import sys
+
+    script = pathlib.Path(__file__).parent.parent / "examples" / "healing_tree.py"
+    out = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=30, check=True
+    ).stdout
+    assert "counter after restart = 1" in out
+    assert out.rstrip().endswith("healed")
