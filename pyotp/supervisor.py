@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import sys
 from collections import deque
 from typing import Any
 
@@ -835,9 +836,57 @@ class _SupServer(gen_server.GenServer):
             c.pid = None
         s.children = [c for c in s.children if c.restart != "temporary"]
 
-    def code_change(self, old_vsn: Any, s: Any, extra: Any) -> Any:
-        """Re-read the user's init after an upgrade: new flags and specs of static children."""
+    async def code_change(self, old_vsn: Any, s: Any, extra: Any) -> Any:
+        """After an upgrade, run the (reloaded) user `init` again and take its new flags and
+        the new specs of children that already exist (as OTP does); running children stay.
+
+        Raises (so the upgrade of this process fails and it keeps its old state): a bad
+        return, bad flags or bad specs.
+        """
+        mod = _reloaded(s.mod)
+        r = mod.init(self.arg)
+        if inspect.isawaitable(r):
+            r = await r
+        if r == "ignore":
+            return ("ok", s)
+        if not (type(r) is tuple and len(r) == 2 and r[0] == "ok" and _is_pair(r[1])):
+            raise OtpError(("bad_return", (_qualname(mod), "init", r)), "code_change: bad init")
+        strategy, intensity, period, auto = _parse_flags(r[1][0])
+        if (strategy == "simple_one_for_one") != (s.strategy == "simple_one_for_one"):
+            raise OtpError("changing_to_or_from_simple_one_for_one", "code_change: strategy")
+        new = _parse_specs(list(r[1][1]), auto)
+        if strategy == "simple_one_for_one":
+            if len(new) != 1:
+                raise OtpError(("bad_start_spec", r[1][1]), "code_change: one spec expected")
+            s.template = new[0]
+        else:
+            for c in new:
+                old = s.find(c.id)
+                if old is not None:
+                    c.pid = old.pid
+                    s.children[s.children.index(old)] = c
+        s.mod, s.strategy, s.intensity, s.period, s.auto_shutdown = (
+            mod,
+            strategy,
+            intensity,
+            period,
+            auto,
+        )
         return ("ok", s)
+
+
+def _reloaded(mod: Any) -> Any:
+    """Return an instance of the current version of `mod`'s class (after a module reload)."""
+    cls = type(mod)
+    obj: Any = sys.modules.get(cls.__module__)
+    for part in cls.__qualname__.split("."):
+        obj = getattr(obj, part, None)
+    if isinstance(obj, type) and issubclass(obj, Supervisor) and obj is not cls:
+        try:
+            mod.__class__ = obj
+        except TypeError:
+            return obj()
+    return mod
 
 
 def _node_stopping() -> bool:

@@ -717,3 +717,26 @@ def test_the_healing_tree_example_runs_and_heals():
     ).stdout
     assert "counter after restart = 1" in out
     assert out.rstrip().endswith("healed")
+
+
+def test_code_change_rereads_init_and_updates_existing_child_specs():
+    """Ports supervisor_SUITE:code_change (new specs for existing children, pids kept)."""
+
+    class Upgradable(supervisor.Supervisor):
+        shutdown = 1.0
+
+        def init(self, arg):
+            return ("ok", ({"intensity": 2}, [worker("a", shutdown=type(self).shutdown)]))
+
+    async def main():
+        sup = await supervisor.start_link(Upgradable, None)
+        before = await pids(sup)
+        Upgradable.shutdown = 2.0
+        ref = pyotp.monitor(sup)
+        pyotp.send(sup, ("$system", (pyotp.self(), ref), ("code_change", __name__, "1", None)))
+        reply = (await pyotp.receive((ref, ANY), timeout=5))[1]
+        pyotp.send(sup, ("$system", (pyotp.self(), ref), "get_state"))
+        state = (await pyotp.receive((ref, ANY), timeout=5))[1]
+        return reply, state.children[0].shutdown, state.intensity, before == await pids(sup)
+
+    assert pyotp.run(main) == ("ok", 2.0, 2, True)
