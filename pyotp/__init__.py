@@ -4,10 +4,13 @@ Flow of one message:
     spawn/send (pyotp) → scheduler of this OS process (schedulers) → mailbox
                                     ↘ frame (transport: msgspec over ZeroMQ) → peer scheduler
 
-Public names are re-exported here from private modules; `__all__` lists them all.
+Public names are re-exported here from private modules; `__all__` lists them all. The OTP
+behaviours are submodules: `pyotp.gen_server`, `pyotp.supervisor`, `pyotp.gen_statem`,
+`pyotp.gen_event`, `pyotp.application`.
 """
 
 from schedulers import ANY as ANY
+from schedulers import SchedulerStatistics as SchedulerStatistics
 from schedulers import match as match
 from schedulers import receive as receive
 from schedulers import self_pid as self
@@ -51,6 +54,7 @@ from transport import (
     Timeout as Timeout,
 )
 
+from . import application, gen_event, gen_server, gen_statem, supervisor
 from ._api import (
     cancel_timer as cancel_timer,
 )
@@ -94,6 +98,9 @@ from ._api import (
     registered as registered,
 )
 from ._api import (
+    scheduler_statistics as scheduler_statistics,
+)
+from ._api import (
     send as send,
 )
 from ._api import (
@@ -132,11 +139,16 @@ __all__ = [
     "Pid",
     "ProcessCrash",
     "Ref",
+    "SchedulerStatistics",
     "StartError",
     "Timeout",
+    "application",
     "cancel_timer",
     "demonitor",
     "exit",
+    "gen_event",
+    "gen_server",
+    "gen_statem",
     "link",
     "make_ref",
     "match",
@@ -151,12 +163,14 @@ __all__ = [
     "register",
     "registered",
     "run",
+    "scheduler_statistics",
     "self",
     "send",
     "send_after",
     "spawn",
     "spawn_link",
     "spawn_monitor",
+    "supervisor",
     "unlink",
     "unregister",
     "whereis",

@@ -7,12 +7,13 @@ This module is the one seam between the public API and the scheduler of this OS 
 
 from __future__ import annotations
 
-import sys
 from typing import Any, Callable
 
-from schedulers import current_process, deliver, get
+from schedulers import current_process, deliver, get, receive_matching
+from schedulers._info import info_of
+from schedulers._load import SchedulerStatistics, choose_scheduler
 from schedulers._process import _current
-from transport import BadArg, Exit, NotInProcess, Pid, Ref
+from transport import BadArg, Exit, NotInProcess, Pid, Ref, Timeout
 
 __all__ = [
     "cancel_timer",
@@ -29,6 +30,7 @@ __all__ = [
     "processes",
     "register",
     "registered",
+    "scheduler_statistics",
     "send",
     "send_after",
     "spawn",
@@ -97,7 +99,9 @@ def spawn(
         raise NotInProcess("pyotp.spawn()")
     parent = current_process("pyotp.spawn()") if (link or monitor) else _caller()
     if scheduler is not None or node is not None or placement is not None or near is not None:
-        _check_placement(sched, scheduler, node, placement, near)
+        target = _place(sched, scheduler, node, placement, near)
+        if target != sched.index:
+            return sched.router.spawn(target, fn, args, parent, link, monitor, trap_exit)
     return sched.spawn(fn, args, parent, link, monitor, trap_exit)
 
 
@@ -105,12 +109,10 @@ def _caller() -> Any:
     return _current.get(None)
 
 
-def _check_placement(sched: Any, scheduler: Any, node: Any, placement: Any, near: Any) -> None:
-    if scheduler is not None:
-        if type(scheduler) is not int:
-            raise BadArg(f"spawn scheduler= expects an int index, got {scheduler!r}")
-        if scheduler != sched.index:
-            raise BadArg(f"spawn scheduler={scheduler}: this node runs scheduler 0 only")
+def _place(sched: Any, scheduler: Any, node: Any, placement: Any, near: Any) -> int:
+    """Return the scheduler index a spawn goes to (explicit, near a pid, or least loaded)."""
+    router = sched.router
+    count = 1 if router is None else max(router.creations.keys() | {sched.index}) + 1
     if node is not None:
         if type(node) is not str:
             raise BadArg(f"spawn node= expects a node name str, got {node!r}")
@@ -120,6 +122,21 @@ def _check_placement(sched: Any, scheduler: Any, node: Any, placement: Any, near
         raise BadArg(f"spawn placement= expects 'auto', got {placement!r}")
     if near is not None:
         _check_pid(near, "spawn near=")
+    if scheduler is not None:
+        if type(scheduler) is not int or scheduler < 0:
+            raise BadArg(f"spawn scheduler= expects an int index >= 0, got {scheduler!r}")
+        if scheduler >= count:
+            raise BadArg(
+                f"spawn scheduler={scheduler}: this node has schedulers 0..{count - 1}"
+            )
+        return scheduler
+    if near is not None and near.node == sched.node and near.scheduler < count:
+        return near.scheduler
+    if placement == "auto" and router is not None:
+        target = choose_scheduler(sched)
+        router.pending_spawns[target] = router.pending_spawns.get(target, 0) + 1
+        return target
+    return sched.index
 
 
 def spawn_link(fn: Callable[..., Any], *args: Any, **opts: Any) -> Pid:
@@ -283,26 +300,56 @@ def _check_name(name: Any, what: str) -> None:
 
 
 async def register(name: str, pid: Pid) -> None:
-    """Register `name` for `pid`, node-wide.
+    """Register `name` for `pid`, node-wide: once this returns, every scheduler sees it.
 
     Raises:
         BadArg: the name is taken, `pid` is dead, or `pid` already has a name.
     """
-    current_process("pyotp.register()")
+    proc = current_process("pyotp.register()")
     _check_name(name, "register")
     _check_pid(pid, "register")
-    get().register(name, pid)
+    sched = get()
+    if sched.router is None:
+        sched.register(name, pid)
+        return
+    result = await _scheduler_call(proc, 0, "register", (name, pid))
+    if result[0] != "ok":
+        raise BadArg(f"register: {result[1]}", "badarg")
 
 
 async def unregister(name: str) -> None:
-    """Remove the registered `name`.
+    """Remove the registered `name`, node-wide.
 
     Raises:
         BadArg: nobody holds `name`.
     """
-    current_process("pyotp.unregister()")
+    proc = current_process("pyotp.unregister()")
     _check_name(name, "unregister")
-    get().unregister(name)
+    sched = get()
+    if sched.router is None:
+        sched.unregister(name)
+        return
+    result = await _scheduler_call(proc, 0, "unregister", name)
+    if result[0] != "ok":
+        raise BadArg(f"unregister: {result[1]}", "badarg")
+
+
+async def _scheduler_call(proc: Any, peer: int, op: str, args: Any, timeout: float = 10.0) -> Any:
+    """Ask scheduler `peer` to run `op`; return its ("ok", x) / ("error", why) answer."""
+    sched = get()
+    tag = sched.make_ref()
+    proc.marker_ref = tag
+    proc.marker_pos = len(proc.mbox) if proc.mbox else 0
+    sched.router.call(peer, op, args, proc.pid, tag)
+
+    def is_answer(m: Any) -> bool:
+        return type(m) is tuple and len(m) == 2 and m[0] == tag
+
+    try:
+        msg = await receive_matching(proc, is_answer, timeout, (tag,))
+    except Timeout:
+        return ("error", "noconnection")
+    return msg[1]
 
 
 def whereis(name: str) -> Pid | None:
@@ -360,9 +407,17 @@ def cancel_timer(tref: Ref) -> float | None:
 
 
 async def processes() -> list[Pid]:
-    """Return the pids of every live process of the node."""
-    current_process("pyotp.processes()")
-    return [p.pid for p in get().procs.values()]
+    """Return the pids of every live process of the node (all its schedulers)."""
+    proc = current_process("pyotp.processes()")
+    sched = get()
+    pids = [p.pid for p in sched.procs.values()]
+    if sched.router is not None:
+        for peer in sorted(sched.router.creations):
+            if peer != sched.index:
+                result = await _scheduler_call(proc, peer, "processes", None)
+                if result[0] == "ok":
+                    pids.extend(result[1])
+    return pids
 
 
 async def process_info(pid: Pid) -> dict[str, Any] | None:
@@ -375,43 +430,36 @@ async def process_info(pid: Pid) -> dict[str, Any] | None:
     _check_pid(pid, "process_info")
     sched = get()
     proc = sched.resolve(pid)
-    if proc is None:
-        return None
-    return info_of(proc, me)
+    if proc is not None:
+        return info_of(proc, me)
+    if sched.router is not None and not sched.is_local(pid) and pid.node == sched.node:
+        if not sched.router.alive(pid):
+            return None
+        result = await _scheduler_call(me, pid.scheduler, "process_info", pid)
+        return result[1] if result[0] == "ok" else None
+    return None
 
 
-def info_of(proc: Any, me: Any = None) -> dict[str, Any]:
-    """Internal: the process_info dict of a live local process."""
-    if proc is me:
-        status = "running"
-    elif proc.suspended:
-        status = "suspended"
-    elif proc.reason is not None:
-        status = "exiting"
-    elif proc.waiter is not None:
-        status = "waiting"
-    else:
-        status = "runnable"
-    qlen = proc.queue_len()
-    memory = 600 + (sys.getsizeof(proc.mbox) if proc.mbox is not None else 0) + 64 * qlen
-    fn = proc.fn
-    return {
-        "status": status,
-        "message_queue_len": qlen,
-        "links": sorted(proc.links) if proc.links else [],
-        "monitors": [("process", p) for p in proc.monitors.values()] if proc.monitors else [],
-        "monitored_by": [w for w, _ in proc.watchers.values()] if proc.watchers else [],
-        "registered_name": proc.name,
-        "trap_exit": proc.trap_exit,
-        "scheduler": proc.pid.scheduler,
-        "node": proc.pid.node,
-        "current_function": (
-            getattr(fn, "__module__", None),
-            getattr(fn, "__qualname__", repr(fn)),
-        ),
-        "reductions": proc.reductions,
-        "memory": memory,
-    }
+def scheduler_statistics() -> list[SchedulerStatistics]:
+    """Return the load figures of every scheduler of the node, by index.
+
+    Each entry has index, creation, os_pid, processes, run_queue (processes not parked in
+    receive), long_steps (steps over the long-step threshold so far), cpu (percent of one
+    core) and lag (seconds the loop runs behind). Peers' figures are at most ~0.25 s old.
+    """
+    sched = _scheduler("pyotp.scheduler_statistics()")
+    own = sched.load.statistics() if sched.load is not None else None
+    stats = [own] if own is not None else []
+    if sched.router is not None:
+        for index, load in sorted(sched.router.loads.items()):
+            if index != sched.index and index in sched.router.creations:
+                stats.append(
+                    SchedulerStatistics(
+                        load.index, load.creation, 0, load.procs, load.runq,
+                        load.long_steps, load.cpu, load.lag,
+                    )
+                )
+    return sorted(stats, key=lambda s: s.index)
 
 
 def node() -> str:

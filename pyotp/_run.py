@@ -17,6 +17,8 @@ from typing import Any, Callable
 import uvloop
 
 from schedulers import Scheduler, get, set_current
+from schedulers._load import LoadMonitor
+from schedulers._pool import Pool
 from transport import BadArg, OtpError, ProcessCrash
 
 from . import _config
@@ -68,15 +70,23 @@ def run(
     if get() is not None:
         raise OtpError("already_running", "pyotp.run: a node is already running in this process")
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(_boot(main, args, name or "nonode@nohost", cfg))
+        return runner.run(_boot(main, args, name or "nonode@nohost", cfg, schedulers))
 
 
-async def _boot(main: Callable[..., Any], args: tuple, node_name: str, cfg: dict) -> Any:
+async def _boot(
+    main: Callable[..., Any], args: tuple, node_name: str, cfg: dict, schedulers: int
+) -> Any:
     loop = asyncio.get_running_loop()
     sched = Scheduler(loop, node=node_name)
     set_current(sched)
     node = _config.boot(cfg)
+    monitor = LoadMonitor(sched)
+    monitor.start()
+    sched.load = monitor
+    pool = Pool(sched, schedulers) if schedulers > 1 else None
     try:
+        if pool is not None:
+            await pool.start()
         pid = sched.spawn(main, args, None)
         node.main = pid
         proc = pid._proc
@@ -94,7 +104,13 @@ async def _boot(main: Callable[..., Any], args: tuple, node_name: str, cfg: dict
         return result
     finally:
         try:
-            await sched.shutdown()
+            if pool is not None:
+                await pool.stop()
+            else:
+                await sched.shutdown()
         finally:
+            if pool is not None:
+                pool.kill_all()
+            monitor.stop()
             _config.stop()
             set_current(None)

@@ -4,6 +4,7 @@ Flow: `pyotp` → **schedulers** (pid table, mailboxes, links, monitors, signals
 `transport` (frames to other schedulers and nodes). Nothing here imports `pyotp`.
 """
 
+from ._load import SchedulerStatistics
 from ._match import ANY, compile_patterns, match
 from ._process import Process, current_process, deliver, receive, receive_matching, self_pid
 from ._scheduler import Scheduler, get, set_current
@@ -12,6 +13,7 @@ __all__ = [
     "ANY",
     "Process",
     "Scheduler",
+    "SchedulerStatistics",
     "compile_patterns",
     "current_process",
     "deliver",

@@ -68,6 +68,7 @@ class Scheduler:
         self._signals: deque = deque()
         self._draining = False
         self.long_steps = 0
+        self.load: Any = None  # the LoadMonitor, once started
 
     # ------------------------------------------------------------------ spawn
 
@@ -240,13 +241,13 @@ class Scheduler:
         if pid == proc.pid:
             return
         other = pid._proc or self.lookup(pid)
-        if other is None and self.router is not None and not self.is_local(pid):
-            if self.router.link(proc.pid, pid):
-                if proc.links is None:
-                    proc.links = {pid}
-                else:
-                    proc.links.add(pid)
-                return
+        remote = other is None and self.router is not None and not self.is_local(pid)
+        if remote and self.router.link(proc.pid, pid):
+            if proc.links is None:
+                proc.links = {pid}
+            else:
+                proc.links.add(pid)
+            return
         if other is None:
             # Linking to a dead process: an exit signal "noproc" from it, as if it had died.
             if proc.trap_exit:

@@ -15,8 +15,7 @@ from typing import Any, Union
 
 import msgspec
 
-from ._codec import CodecError, _ext_hook
-from ._codec import _raw_encoder as _encoder
+from ._codec import CodecError, _ext_hook, to_wire
 
 __all__ = [
     "Bye",
@@ -48,10 +47,11 @@ class _F(msgspec.Struct, frozen=True, tag=True, array_like=True):
 
 
 class Send(_F, tag=0):
-    """A message for the process `to` (a pid in codec form)."""
+    """A message (encoded term bytes) for the process with serial `to` and `creation`."""
 
-    to: Any
-    msg: Any
+    to: int
+    creation: int
+    msg: bytes
 
 
 class SendName(_F, tag=1):
@@ -202,6 +202,8 @@ Frame = Union[  # noqa: UP007 - msgspec needs the Union form here
 ]
 
 _batch_decoder = msgspec.msgpack.Decoder(list[Frame], ext_hook=_ext_hook)
+# Terms in frames are put in codec form by the router; the hook is the safety net for ids.
+_encoder = msgspec.msgpack.Encoder(enc_hook=to_wire)
 
 
 def encode_batch(frames: list) -> bytes:

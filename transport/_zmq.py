@@ -4,7 +4,7 @@ Where it sits: scheduler router → **mesh** (this module) → the peer's PULL s
 
 Each scheduler binds one PULL socket and holds one PUSH socket per peer, so every ordered
 pair of schedulers has its own FIFO stream. Frames queued during one loop turn are flushed
-as one ZeroMQ message per peer at the start of the next turn (batching is worth ~5×).
+as one ZeroMQ message per peer at the start of the next turn (batching is worth about 5x).
 Inbound, the PULL socket's edge-triggered FD is drained in slices so a flood of frames
 cannot starve the processes of this scheduler.
 
@@ -88,7 +88,12 @@ class Mesh:
         self._flush_scheduled = False
         for peer, frames in self.out.items():
             if frames:
-                data = encode_batch(frames)
+                try:
+                    data = encode_batch(frames)
+                except Exception as exc:  # a bug upstream must not wedge the stream
+                    log.error("dropping %d frames to scheduler %d: %s", len(frames), peer, exc)
+                    frames.clear()
+                    continue
                 frames.clear()
                 try:
                     self.push[peer].send(data, zmq.NOBLOCK, copy=len(data) < 65536)

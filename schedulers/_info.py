@@ -1,0 +1,42 @@
+"""`process_info` of a local process, as a dict (used locally and for peers' requests)."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+__all__ = ["info_of"]
+
+
+def info_of(proc: Any, me: Any = None) -> dict[str, Any]:
+    """Internal: the process_info dict of a live local process."""
+    if proc is me:
+        status = "running"
+    elif proc.suspended:
+        status = "suspended"
+    elif proc.reason is not None:
+        status = "exiting"
+    elif proc.waiter is not None:
+        status = "waiting"
+    else:
+        status = "runnable"
+    qlen = proc.queue_len()
+    memory = 600 + (sys.getsizeof(proc.mbox) if proc.mbox is not None else 0) + 64 * qlen
+    fn = proc.fn
+    return {
+        "status": status,
+        "message_queue_len": qlen,
+        "links": sorted(proc.links) if proc.links else [],
+        "monitors": [("process", p) for p in proc.monitors.values()] if proc.monitors else [],
+        "monitored_by": [w for w, _ in proc.watchers.values()] if proc.watchers else [],
+        "registered_name": proc.name,
+        "trap_exit": proc.trap_exit,
+        "scheduler": proc.pid.scheduler,
+        "node": proc.pid.node,
+        "current_function": (
+            getattr(fn, "__module__", None),
+            getattr(fn, "__qualname__", repr(fn)),
+        ),
+        "reductions": proc.reductions,
+        "memory": memory,
+    }
