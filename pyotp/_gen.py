@@ -89,8 +89,11 @@ class Starter:
 
 
 async def _start_body(
-    body: Callable[..., Awaitable[Any]], starter: Starter, name: Any, args: tuple
+    body: Callable[..., Awaitable[Any]], parent: Pid, tag: Any, name: Any, args: tuple
 ) -> Any:
+    # Built here, not passed in: the starter's fields are terms, so a start can cross
+    # schedulers and nodes.
+    starter = Starter(parent, tag)
     if name is not None:
         local = name if type(name) is str else name[1]
         try:
@@ -129,9 +132,9 @@ async def start(
     _check_name(name, what)
     me = current_process(f"{what}()")
     tag = _api.make_ref()
-    starter = Starter(me.pid, tag)
     pid, mref = _api.spawn(
-        _start_body, body, starter, name, args, link=link, monitor=True, **(spawn_opts or {})
+        _start_body, body, me.pid, tag, name, args, link=link, monitor=True,
+        **(spawn_opts or {}),
     )
 
     def is_answer(m: Any) -> bool:

@@ -29,10 +29,10 @@ import sys
 import tempfile
 from typing import Any
 
+from transport import _codec
 from transport import _frames as F
 from transport._zmq import Mesh
 
-from . import _router
 from ._router import Router
 
 __all__ = ["Pool"]
@@ -62,7 +62,7 @@ class Pool:
         self._watch_task: asyncio.Task | None = None
         self.stopping = False
         main = sys.modules.get("__main__")
-        _router.MAIN_PATH = getattr(main, "__file__", None)
+        _codec.MAIN_PATH = getattr(main, "__file__", None)
 
     def _on_batch(self, data: bytes) -> None:
         self.router.on_batch(data)
@@ -88,7 +88,7 @@ class Pool:
             "endpoints": self.endpoints,
             "creations": dict(self.router.creations),
             "sys_path": sys.path,
-            "main_path": _router.MAIN_PATH,
+            "main_path": _codec.MAIN_PATH,
             "parent": os.getpid(),
         }
         self._hello[k] = self.loop.create_future()

@@ -17,13 +17,10 @@ sees it.
 
 from __future__ import annotations
 
-import importlib
 import logging
-import runpy
-import sys
 from typing import Any
 
-from transport import BadArg, CodecError, Pid, Ref
+from transport import BadArg, CodecError, NotSerializable, Pid, Ref, _codec
 from transport import _frames as F
 from transport._codec import _raw_decode, _raw_encode, decode, to_wire
 
@@ -38,43 +35,20 @@ MAX_MESSAGE_SIZE = 64 * 1024 * 1024
 
 
 def fn_name(fn: Any) -> str:
-    """Return "module:qualname" for a function another scheduler can import.
+    """Return "module:qualname" for a spawn target another scheduler can import.
 
     Raises:
         BadArg: `fn` is a lambda, a nested function or has no importable name.
     """
-    module = getattr(fn, "__module__", None)
-    qualname = getattr(fn, "__qualname__", None)
-    if not module or not qualname or "<" in qualname:
-        raise BadArg(
-            f"{fn!r} cannot run on another scheduler or node: spawn there needs a function "
-            "importable by its qualified name (module-level def, not a lambda or closure)"
-        )
-    return f"{module}:{qualname}"
-
-
-_main_module: Any = None
-MAIN_PATH: str | None = None  # the node's __main__ script, for functions defined there
+    try:
+        return _codec.code_name(fn)
+    except NotSerializable as exc:
+        raise BadArg(f"spawn on another scheduler or node: {exc}") from None
 
 
 def resolve_fn(name: str) -> Any:
     """Import "module:qualname" and return the object (raises on failure)."""
-    global _main_module
-    module, _, qualname = name.partition(":")
-    if module == "__main__" and MAIN_PATH and sys.modules["__main__"].__dict__.get(
-        "__file__"
-    ) != MAIN_PATH:
-        if _main_module is None:
-            ns = runpy.run_path(MAIN_PATH, run_name="__mp_main__")
-            _main_module = type(sys)("__mp_main__")
-            _main_module.__dict__.update(ns)
-            sys.modules["__mp_main__"] = _main_module
-        obj: Any = _main_module
-    else:
-        obj = importlib.import_module(module)
-    for part in qualname.split("."):
-        obj = getattr(obj, part)
-    return obj
+    return _codec.resolve_code(name)
 
 
 async def _undefined(name: str, error: str) -> None:

@@ -16,10 +16,10 @@ from typing import Any
 
 import uvloop
 
+from transport import _codec
 from transport import _frames as F
 from transport._zmq import Mesh
 
-from . import _router
 from ._load import LoadMonitor
 from ._router import Router
 from ._scheduler import Scheduler, set_current
@@ -51,7 +51,7 @@ def main(argv: list[str]) -> None:
 async def _serve(config: dict[str, Any]) -> None:
     loop = asyncio.get_running_loop()
     index = config["index"]
-    _router.MAIN_PATH = config["main_path"]
+    _codec.MAIN_PATH = config["main_path"]
     sched = Scheduler(loop, node=config["node"], index=index, creation=config["creation"])
     set_current(sched)
     endpoints = {int(k): v for k, v in config["endpoints"].items()}

@@ -14,6 +14,8 @@ ext hook unwraps in C-driven order without a second walk:
     code 5  Struct       (module, qualname, msgspec-encoded fields)
     code 6  big int      decimal text, for ints outside 64 bits
     code 7  dict         with keys that are not all str: a flat key, value, ... list
+    code 8  code ref     "module:qualname" of an importable function or class (Erlang's
+                         `fun M:F/A`): behaviour modules and spawn targets cross this way
 
 Anything else raises `NotSerializable` naming the offending type.
 """
@@ -21,6 +23,9 @@ Anything else raises `NotSerializable` naming the offending type.
 from __future__ import annotations
 
 import importlib
+import runpy
+import sys
+import types
 from typing import Any
 
 import msgspec
@@ -75,11 +80,62 @@ def to_wire(x: Any) -> Any:
         return _Ext(4, _raw_encode((x.type, x.message, x.traceback)))
     if isinstance(x, msgspec.Struct):
         return _Ext(5, _raw_encode((t.__module__, t.__qualname__, _encode_struct(x))))
+    if t is _FunctionType or t is _BuiltinType or isinstance(x, type):
+        return _Ext(8, code_name(x).encode())
     raise NotSerializable(
         f"a {t.__module__}.{t.__qualname__} is not a term: only None, bool, int, float, str, "
         "bytes, tuple, list, dict, Pid, Ref, Crash and importable msgspec.Struct types can "
         "cross a scheduler or node"
     )
+
+
+_FunctionType = types.FunctionType
+_BuiltinType = types.BuiltinFunctionType
+
+MAIN_PATH: str | None = None  # the node's __main__ script, for functions defined there
+_main_module: Any = None
+
+
+def code_name(fn: Any) -> str:
+    """Return "module:qualname" for a function or class another OS process can import.
+
+    Raises:
+        NotSerializable: `fn` is a lambda, a closure, or defined inside a function.
+    """
+    module = getattr(fn, "__module__", None)
+    qualname = getattr(fn, "__qualname__", None)
+    if not module or not qualname or "<" in qualname:
+        raise NotSerializable(
+            f"{fn!r} cannot cross a scheduler or node: only functions and classes importable "
+            "by their qualified name can (module-level def or class, not a lambda or closure)"
+        )
+    if module == "__mp_main__":
+        module = "__main__"
+    return f"{module}:{qualname}"
+
+
+def resolve_code(name: str) -> Any:
+    """Import "module:qualname" and return the object.
+
+    A name in "__main__" resolves to the node's main script loaded as "__mp_main__" when
+    this OS process is not that script (as multiprocessing does; guard the script's entry
+    point with `if __name__ == "__main__"`).
+    """
+    global _main_module
+    module, _, qualname = name.partition(":")
+    main = sys.modules.get("__main__")
+    if module == "__main__" and MAIN_PATH and getattr(main, "__file__", None) != MAIN_PATH:
+        if _main_module is None:
+            ns = runpy.run_path(MAIN_PATH, run_name="__mp_main__")
+            _main_module = type(sys)("__mp_main__")
+            _main_module.__dict__.update(ns)
+            sys.modules["__mp_main__"] = _main_module
+        obj: Any = _main_module
+    else:
+        obj = importlib.import_module(module)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    return obj
 
 
 def _struct_enc_hook(x: Any) -> Any:
@@ -149,6 +205,8 @@ def _ext_hook(code: int, data: memoryview) -> Any:
         )
     if code == 6:
         return int(bytes(data))
+    if code == 8:
+        return resolve_code(bytes(data).decode())
     if code == 7:
         flat = _raw_decode(data)
         return dict(zip(flat[::2], flat[1::2], strict=True))
