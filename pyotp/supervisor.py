@@ -895,7 +895,15 @@ def _node_stopping() -> bool:
 
 
 def _alive(pid: Any) -> bool:
-    return type(pid) is Pid and (pid._proc is not None or get().lookup(pid) is not None)
+    if type(pid) is not Pid:
+        return False
+    if pid._proc is not None:
+        return True
+    sched = get()
+    if sched.is_local(pid):
+        return sched.lookup(pid) is not None
+    # A child elsewhere is running until its EXIT arrives, as OTP counts it.
+    return sched.router is not None and sched.router.alive(pid)
 
 
 def _is_pair(x: Any) -> bool:

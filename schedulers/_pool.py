@@ -132,16 +132,16 @@ class Pool:
                   k, self.workers[k].pid, code)
         self.router.peer_down(k)
         self.router.broadcast(F.Peer(k, 0, False))
+        # The successor is announced at once: frames for it (a supervisor restarting what
+        # was lost, say) queue in ZeroMQ until it binds, instead of failing meanwhile.
         self.creations[k] += 1
-        self.router.creations.pop(k, None)
+        self.router.peer_up(k, self.creations[k], self.endpoints[k])
+        self.router.broadcast(F.Peer(k, self.creations[k], True))
         self._launch(k)
         try:
             await self._wait_hellos([k])
         except RuntimeError as exc:
             log.error("%s", exc)
-            return
-        self.router.peer_up(k, self.creations[k], self.endpoints[k])
-        self.router.broadcast(F.Peer(k, self.creations[k], True))
 
     # ------------------------------------------------------------------ stop
 
