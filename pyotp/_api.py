@@ -141,12 +141,22 @@ def _place(sched: Any, scheduler: Any, node: Any, placement: Any, near: Any) -> 
 
 def spawn_link(fn: Callable[..., Any], *args: Any, **opts: Any) -> Pid:
     """Spawn `fn(*args)` linked to the caller (see `spawn`)."""
-    return spawn(fn, *args, link=True, **opts)
+    if opts:
+        return spawn(fn, *args, link=True, **opts)
+    sched = get()
+    if sched is None or not callable(fn):
+        return spawn(fn, *args, link=True)  # the checks and their errors live there
+    return sched.spawn(fn, args, current_process("pyotp.spawn_link()"), True, False, False)
 
 
 def spawn_monitor(fn: Callable[..., Any], *args: Any, **opts: Any) -> tuple[Pid, Ref]:
     """Spawn `fn(*args)` monitored by the caller; return `(pid, ref)` (see `spawn`)."""
-    return spawn(fn, *args, monitor=True, **opts)
+    if opts:
+        return spawn(fn, *args, monitor=True, **opts)
+    sched = get()
+    if sched is None or not callable(fn):
+        return spawn(fn, *args, monitor=True)
+    return sched.spawn(fn, args, current_process("pyotp.spawn_monitor()"), False, True, False)
 
 
 # --------------------------------------------------------------------- send

@@ -11,6 +11,7 @@ Behind the scenes:
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 from typing import Any, Callable
 
@@ -69,8 +70,16 @@ def run(
     cfg = _config.load(config)
     if get() is not None:
         raise OtpError("already_running", "pyotp.run: a node is already running in this process")
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(_boot(main, args, name or "nonode@nohost", cfg, schedulers))
+    # Green processes allocate many small long-lived objects (process, pid, task, mailbox);
+    # with CPython's default young-generation threshold (700) the collector would walk them
+    # over and over. A node raises it for its lifetime and restores it on return.
+    thresholds = gc.get_threshold()
+    gc.set_threshold(max(thresholds[0], 10_000), *thresholds[1:])
+    try:
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            return runner.run(_boot(main, args, name or "nonode@nohost", cfg, schedulers))
+    finally:
+        gc.set_threshold(*thresholds)
 
 
 async def _boot(

@@ -24,6 +24,7 @@ from typing import Any, Callable
 from transport import BadArg, Exit, NotInProcess, Pid, Ref, Timeout
 
 from ._match import compile_patterns
+from ._timers import EXPIRED, TimerWheel
 
 __all__ = ["Process", "current", "current_process", "deliver", "receive", "self_pid"]
 
@@ -140,12 +141,8 @@ def self_pid() -> Pid:
     return proc.pid
 
 
-_TIMED_OUT = object()
-
-
-def _time_out(fut: Any) -> None:
-    if not fut.done():
-        fut.set_result(_TIMED_OUT)
+# The scheduler's timer wheel (one per OS process); set when the scheduler starts.
+wheel: TimerWheel | None = None
 
 
 async def receive(*patterns: Any, timeout: float | None = None) -> Any:
@@ -207,14 +204,14 @@ async def receive_matching(
             if proc.waiter is fut:
                 proc.waiter = None
     else:
-        handle = loop.call_later(timeout, _time_out, fut)
+        key = wheel.arm(timeout, fut)
         try:
             msg = await fut
         finally:
-            handle.cancel()
+            wheel.cancel(key, fut)
             if proc.waiter is fut:
                 proc.waiter = None
-        if msg is _TIMED_OUT:
+        if msg is EXPIRED:
             raise Timeout()
     proc.reductions += 1
     return msg

@@ -24,7 +24,9 @@ from typing import Any, Callable
 
 from transport import BadArg, Crash, Exit, Pid, Ref
 
+from . import _process
 from ._process import Process, _current, deliver
+from ._timers import TimerWheel
 
 __all__ = ["Scheduler", "get", "set_current"]
 
@@ -69,6 +71,7 @@ class Scheduler:
         self._draining = False
         self.long_steps = 0
         self.load: Any = None  # the LoadMonitor, once started
+        _process.wheel = TimerWheel(loop)
 
     # ------------------------------------------------------------------ spawn
 

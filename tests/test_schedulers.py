@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 
@@ -150,19 +151,16 @@ def test_a_process_on_another_scheduler_runs_in_another_os_process():
 
 
 def test_run_leaves_no_scheduler_process_and_no_socket_directory_behind():
-    dirs_before = {d for d in os.listdir("/tmp") if d.startswith("pyotp-")}
-
     async def main():
         pyotp.spawn(idle, scheduler=1)
-        return worker_pids()
+        return worker_pids(), get_pool_dir()
 
-    workers = run2(main)
-    assert len(workers) == 1
+    workers, pool_dir = run2(main)
+    assert len(workers) == 1 and pool_dir.startswith(tempfile.gettempdir())
     for pid in workers:
         assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie"
     assert worker_pids() == []
-    dirs_after = {d for d in os.listdir("/tmp") if d.startswith("pyotp-")}
-    assert dirs_after <= dirs_before | {d for d in dirs_after if d.startswith("pyotp-bench")}
+    assert not os.path.exists(pool_dir)
 
 
 def test_messages_and_signals_between_two_schedulers_keep_their_order():
