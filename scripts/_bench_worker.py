@@ -1,7 +1,7 @@
 """One `scripts/bench` measurement in a fresh OS process.
 
 Usage: python scripts/_bench_worker.py RUNTIME WORKLOAD N REPS
-RUNTIME is pyotp, baseline or pykka. Prints one `RESULT {json}` line per repetition; the
+RUNTIME is pyotp, baseline, pykka or multi (the multi-scheduler pairs). Prints one `RESULT {json}` line per repetition; the
 driver keeps the best. Log output is silenced (as in the Erlang run) so that supervisor and
 crash reports do not cost time inside a measurement.
 """
@@ -21,6 +21,7 @@ _MODULES = {
     "pyotp": "_bench_pyotp",
     "baseline": "_bench_baseline_workloads",
     "pykka": "_bench_pykka",
+    "multi": "_bench_multi",
 }
 
 
