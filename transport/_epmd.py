@@ -349,7 +349,9 @@ def unregister(
         OtpError: reason `"not_owner"`, or `("epmd_unreachable", host, port)`.
     """
     _check_name(name)
-    if os_pid is not None and (not isinstance(os_pid, int) or not 1 <= os_pid < 2**31):
+    if os_pid is not None and (
+        not isinstance(os_pid, int) or isinstance(os_pid, bool) or not 1 <= os_pid < 2**31
+    ):
         raise BadArg(f"os_pid must be a positive int or None, got {os_pid!r}")
     req = Unregister(name, os_pid)
     reply = _request("127.0.0.1", _port_arg(epmd_port), req, _check_timeout(timeout))
