@@ -54,7 +54,7 @@ from transport import (
     Timeout as Timeout,
 )
 
-from . import application, gen_event, gen_server, gen_statem, supervisor
+from . import application, gen_event, gen_server, gen_statem, net, rpc, supervisor
 from ._api import (
     cancel_timer as cancel_timer,
 )
@@ -150,6 +150,7 @@ __all__ = [
     "gen_server",
     "gen_statem",
     "link",
+    "net",
     "make_ref",
     "match",
     "monitor",
@@ -162,6 +163,7 @@ __all__ = [
     "receive",
     "register",
     "registered",
+    "rpc",
     "run",
     "scheduler_statistics",
     "self",

@@ -98,6 +98,14 @@ def spawn(
     if sched is None:
         raise NotInProcess("pyotp.spawn()")
     parent = current_process("pyotp.spawn()") if (link or monitor) else _caller()
+    if node is not None and node != sched.node:
+        if type(node) is not str or sched.router is None or sched.router.ports is None:
+            raise BadArg(f"spawn node={node!r}: this node is not distributed (use run(name=))")
+        if scheduler is not None and (type(scheduler) is not int or scheduler < 0):
+            raise BadArg(f"spawn scheduler= expects an int index >= 0, got {scheduler!r}")
+        return sched.router.spawn(
+            scheduler or 0, fn, args, parent, link, monitor, trap_exit, node=node
+        )
     if scheduler is not None or node is not None or placement is not None or near is not None:
         target = _place(sched, scheduler, node, placement, near)
         if target != sched.index:
@@ -113,11 +121,8 @@ def _place(sched: Any, scheduler: Any, node: Any, placement: Any, near: Any) -> 
     """Return the scheduler index a spawn goes to (explicit, near a pid, or least loaded)."""
     router = sched.router
     count = 1 if router is None else max(router.creations.keys() | {sched.index}) + 1
-    if node is not None:
-        if type(node) is not str:
-            raise BadArg(f"spawn node= expects a node name str, got {node!r}")
-        if node != sched.node:
-            raise BadArg(f"spawn node={node!r}: not connected to that node")
+    if node is not None and type(node) is not str:
+        raise BadArg(f"spawn node= expects a node name str, got {node!r}")
     if placement is not None and placement != "auto":
         raise BadArg(f"spawn placement= expects 'auto', got {placement!r}")
     if near is not None:
@@ -213,7 +218,9 @@ def _send_named(dest: Any, msg: Any) -> Any:
             if pid is None:
                 raise BadArg(f"send: no process is registered as {name!r}", "badarg")
             return send(pid, msg)
-        return msg  # to an unreachable node: dropped, as in Erlang
+        if sched.router is not None:
+            sched.router.send_named(node_name, name, msg)
+        return msg  # to an unknown name there, or an unreachable node: dropped, as in Erlang
     raise BadArg(
         f"send expects a Pid, a registered name str or a (name, node) tuple, got {dest!r}"
     )
@@ -344,13 +351,15 @@ async def unregister(name: str) -> None:
         raise BadArg(f"unregister: {result[1]}", "badarg")
 
 
-async def _scheduler_call(proc: Any, peer: int, op: str, args: Any, timeout: float = 10.0) -> Any:
-    """Ask scheduler `peer` to run `op`; return its ("ok", x) / ("error", why) answer."""
+async def _scheduler_call(
+    proc: Any, peer: int, op: str, args: Any, timeout: float = 10.0, node: str | None = None
+) -> Any:
+    """Ask scheduler `peer` (of `node`) to run `op`; return ("ok", x) / ("error", why)."""
     sched = get()
     tag = sched.make_ref()
     proc.marker_ref = tag
     proc.marker_pos = len(proc.mbox) if proc.mbox else 0
-    sched.router.call(peer, op, args, proc.pid, tag)
+    sched.router.call(peer, op, args, proc.pid, tag, node=node)
 
     def is_answer(m: Any) -> bool:
         return type(m) is tuple and len(m) == 2 and m[0] == tag
@@ -442,10 +451,10 @@ async def process_info(pid: Pid) -> dict[str, Any] | None:
     proc = sched.resolve(pid)
     if proc is not None:
         return info_of(proc, me)
-    if sched.router is not None and not sched.is_local(pid) and pid.node == sched.node:
+    if sched.router is not None and not sched.is_local(pid):
         if not sched.router.alive(pid):
             return None
-        result = await _scheduler_call(me, pid.scheduler, "process_info", pid)
+        result = await _scheduler_call(me, pid.scheduler, "process_info", pid, node=pid.node)
         return result[1] if result[0] == "ok" else None
     return None
 
@@ -479,19 +488,40 @@ def node() -> str:
 
 
 def nodes() -> list[str]:
-    """Return the names of the connected nodes."""
-    _scheduler("pyotp.nodes()")
-    return []
+    """Return the names of the connected nodes (not this one)."""
+    sched = _scheduler("pyotp.nodes()")
+    if sched.router is None:
+        return []
+    return sorted(sched.router.remote_nodes)
 
 
 def monitor_node(node_name: str, flag: bool) -> bool:
     """Watch `node_name`: the caller gets `("nodedown", node_name)` when it is lost.
 
-    A node that is not connected gives an immediate nodedown, as in Erlang.
+    Like Erlang, this tries to connect when the node is not connected yet; if that fails
+    (or the node is not distributed) the nodedown comes at once. `flag=False` removes one
+    watch of the caller's.
+
+    Raises:
+        BadArg: not a node name str and a bool.
     """
     proc = current_process("pyotp.monitor_node()")
     if type(node_name) is not str or type(flag) is not bool:
         raise BadArg(f"monitor_node expects (node str, bool), got ({node_name!r}, {flag!r})")
-    if flag and node_name != get().node:
-        deliver(proc, ("nodedown", node_name))
+    sched = get()
+    router = sched.router
+    if node_name == sched.node:
+        return True
+    if router is None or router.ports is None:
+        if flag:
+            deliver(proc, ("nodedown", node_name))
+        return True
+    watchers = router.node_watchers.setdefault(node_name, [])
+    if not flag:
+        if proc.pid in watchers:
+            watchers.remove(proc.pid)
+        return True
+    watchers.append(proc.pid)
+    if node_name not in router.remote_nodes:
+        router.request_connect(node_name)
     return True

@@ -176,7 +176,7 @@ def _flush_exit(me: Any, pid: Pid) -> None:
                 break
 
 
-def _resolve(dest: Any) -> Pid | None:
+def _resolve(dest: Any) -> Pid | tuple[str, str] | None:
     if type(dest) is Pid:
         return dest
     if type(dest) is str:
@@ -187,7 +187,7 @@ def _resolve(dest: Any) -> Pid | None:
         if type(dest[0]) is str and type(dest[1]) is str and dest[1] == _api.node():
             return _api.whereis(dest[0])
         if type(dest[0]) is str and type(dest[1]) is str:
-            return None
+            return dest  # a name on another node: that node resolves it
     raise BadArg(f"expected a Pid, a registered name or (name, node) as destination, got {dest!r}")
 
 

@@ -13,14 +13,17 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
+import secrets
 from typing import Any, Callable
 
 import uvloop
 
 from schedulers import Scheduler, get, set_current
 from schedulers._load import LoadMonitor
+from schedulers._nodes import NodeControl, parse_node
 from schedulers._pool import Pool
 from transport import BadArg, OtpError, ProcessCrash
+from transport._cookie import resolve_cookie, validate_cookie
 
 from . import _config
 
@@ -61,8 +64,16 @@ def run(
         schedulers = max(1, n or 1)
     if type(schedulers) is not int or schedulers < 1:
         raise BadArg(f"run schedulers= expects an int >= 1 or 'auto', got {schedulers!r}")
-    if name is not None and (type(name) is not str or "@" not in name):
-        raise BadArg(f"run name= expects a node name like 'a@127.0.0.1', got {name!r}")
+    if name is not None:
+        try:
+            parse_node(name)
+        except (ValueError, TypeError):
+            raise BadArg(
+                f"run name= expects a node name like 'a@127.0.0.1' or 'a@127.0.0.1:4400', "
+                f"got {name!r}"
+            ) from None
+    if cookie is not None:
+        validate_cookie(cookie, "run cookie=")
     if attributes is not None and type(attributes) is not dict:
         raise BadArg(f"run attributes= expects a dict, got {attributes!r}")
     if config is not None and not isinstance(config, (dict, str, os.PathLike)):
@@ -77,25 +88,45 @@ def run(
     gc.set_threshold(max(thresholds[0], 10_000), *thresholds[1:])
     try:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            return runner.run(_boot(main, args, name or "nonode@nohost", cfg, schedulers))
+            return runner.run(_boot(main, args, name, cookie, cfg, schedulers))
     finally:
         gc.set_threshold(*thresholds)
 
 
 async def _boot(
-    main: Callable[..., Any], args: tuple, node_name: str, cfg: dict, schedulers: int
+    main: Callable[..., Any],
+    args: tuple,
+    name: str | None,
+    cookie: str | None,
+    cfg: dict,
+    schedulers: int,
 ) -> Any:
     loop = asyncio.get_running_loop()
-    sched = Scheduler(loop, node=node_name)
+    # A creation unique to this incarnation of the node: pids of an earlier run of a node
+    # with the same name never reach this one's processes.
+    creation = secrets.randbelow(2**30) + 1
+    sched = Scheduler(loop, node=name or "nonode@nohost", creation=creation)
     set_current(sched)
     node = _config.boot(cfg)
     monitor = LoadMonitor(sched)
     monitor.start()
     sched.load = monitor
-    pool = Pool(sched, schedulers) if schedulers > 1 else None
+    control = None
+    pool = None
+    if name is not None:
+        host = parse_node(name)[1]
+        pool = Pool(sched, schedulers, host=host)
+        ticktime = float(cfg.get("kernel", {}).get("net_ticktime", 60))
+        control = NodeControl(pool, name, resolve_cookie(cookie), ticktime)
+        sched.router.net_connect = control.connect
+        sched.router.net_disconnect = control.disconnect
+    elif schedulers > 1:
+        pool = Pool(sched, schedulers)
     try:
         if pool is not None:
             await pool.start()
+        if control is not None:
+            await control.start()
         pid = sched.spawn(main, args, None)
         node.main = pid
         proc = pid._proc
@@ -113,6 +144,8 @@ async def _boot(
         return result
     finally:
         try:
+            if control is not None:
+                await control.stop()
             if pool is not None:
                 await pool.stop()
             else:

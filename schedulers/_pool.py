@@ -31,7 +31,7 @@ from typing import Any
 
 from transport import _codec
 from transport import _frames as F
-from transport._zmq import Mesh
+from transport._zmq import Mesh, NodePorts
 
 from ._router import Router
 
@@ -45,7 +45,7 @@ _START_TIMEOUT = 60.0
 class Pool:
     """Internal: scheduler 0's view of the node's scheduler OS processes."""
 
-    def __init__(self, sched: Any, n: int) -> None:
+    def __init__(self, sched: Any, n: int, host: str | None = None) -> None:
         self.sched = sched
         self.loop = sched.loop
         self.n = n
@@ -61,6 +61,13 @@ class Pool:
         self._bye_event = asyncio.Event()
         self._watch_task: asyncio.Task | None = None
         self.stopping = False
+        # Distributed nodes: every scheduler also has a tcp port for other nodes' frames.
+        self.host = host
+        self.tcp_endpoints: dict[int, str] = {}
+        if host is not None:
+            ports = NodePorts(self.loop, host, self.router.on_node_batch)
+            self.router.ports = ports
+            self.tcp_endpoints[0] = ports.endpoint
         main = sys.modules.get("__main__")
         _codec.MAIN_PATH = getattr(main, "__file__", None)
 
@@ -73,8 +80,8 @@ class Pool:
         """Start every worker and wait until all have said Hello."""
         for k in range(1, self.n):
             self.mesh.connect(k, self.endpoints[k])
-            self.creations[k] = 1
-            self.router.creations[k] = 1
+            self.creations[k] = self.sched.creation
+            self.router.creations[k] = self.sched.creation
         for k in range(1, self.n):
             self._launch(k)
         await self._wait_hellos(list(range(1, self.n)))
@@ -90,6 +97,7 @@ class Pool:
             "sys_path": sys.path,
             "main_path": _codec.MAIN_PATH,
             "parent": os.getpid(),
+            "host": self.host,
         }
         self._hello[k] = self.loop.create_future()
         self.workers[k] = subprocess.Popen(
@@ -100,6 +108,8 @@ class Pool:
 
     async def _wait_hellos(self, indices: list[int]) -> None:
         futs = [self._hello[k] for k in indices]
+        if not futs:
+            return
         _, pending = await asyncio.wait(futs, timeout=_START_TIMEOUT)
         if pending:
             missing = [k for k in indices if not self._hello[k].done()]
@@ -112,6 +122,8 @@ class Pool:
             if fut is not None and not fut.done() and frame.creation == self.creations.get(
                 frame.index
             ):
+                if frame.tcp:
+                    self.tcp_endpoints[frame.index] = frame.tcp
                 fut.set_result(True)
         elif t is F.Bye:
             self._byes.add(frame.index)
@@ -171,6 +183,8 @@ class Pool:
                 p.kill()
                 p.wait()
         self.mesh.close()
+        if self.router.ports is not None:
+            self.router.ports.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 
     async def _wait_byes(self, live: set[int]) -> None:

@@ -32,6 +32,7 @@ __all__ = ["Router", "fn_name", "resolve_fn"]
 log = logging.getLogger("pyotp.scheduler")
 
 MAX_MESSAGE_SIZE = 64 * 1024 * 1024
+_MAX_PENDING = 100_000  # frames held per node while it is being connected
 
 
 def fn_name(fn: Any) -> str:
@@ -70,6 +71,15 @@ class Router:
         self.spawn_counts: dict[int, int] = {}
         self.pending_spawns: dict[int, int] = {}
         self.control: Any = None  # pool hooks on scheduler 0 / worker hooks elsewhere
+        self.control_connect: Any = None  # scheduler 0: start connecting to a node
+        self.node = sched.node
+        self.ports: Any = None  # NodePorts, when the node is distributed
+        self.remote_nodes: dict[str, Any] = {}  # connected node -> its NodeUp frame
+        self.pending: dict[str, list] = {}  # frames held for a node being connected
+        self.node_watchers: dict[str, list[Pid]] = {}  # monitor_node watchers
+        self.net_connect: Any = None  # scheduler 0: async connect(node) -> bool
+        self.net_disconnect: Any = None
+        self._tasks: set = set()
         self._acks: dict[Any, list] = {}
         self._pending_names: dict[str, Any] = {}
         self.max_message_size = MAX_MESSAGE_SIZE
@@ -79,8 +89,45 @@ class Router:
     def _put(self, peer: int, frame: Any) -> None:
         self.mesh.put(peer, frame)
 
+    def _to(self, pid: Pid, frame: Any) -> None:
+        """Queue `frame` for the scheduler of `pid`, on this node or another."""
+        if pid.node == self.node:
+            self.mesh.put(pid.scheduler, frame)
+        else:
+            self._to_node(pid.node, pid.scheduler, frame)
+
+    def _to_node(self, node: str, index: int, frame: Any) -> None:
+        ports = self.ports
+        if ports is not None and ports.connected(node):
+            ports.put(node, index, frame)
+            return
+        if ports is None:
+            return  # not distributed: another node's pid is unreachable (dropped)
+        # Auto-connect, as Erlang does on a send to an unconnected node: hold the frames
+        # until scheduler 0 says NodeUp (then they go, in order) or NodeDown (dropped).
+        queue = self.pending.get(node)
+        if queue is None:
+            queue = self.pending[node] = []
+            self.request_connect(node)
+        if len(queue) < _MAX_PENDING:
+            queue.append((index, frame))
+
+    def request_connect(self, node: str) -> None:
+        if self.sched.index == 0:
+            if self.control_connect is not None:
+                self.control_connect(node)
+        else:
+            self._put(0, F.MonitorNode(node))
+
+    def request_disconnect(self, node: str) -> None:
+        """From a worker: ask scheduler 0 to drop the connection to `node`."""
+        self._put(0, F.Call("disconnect", node, None, None))
+
     def alive(self, pid: Pid) -> bool:
-        return self.creations.get(pid.scheduler) == pid.creation
+        """False when `pid` is surely unreachable (its scheduler or node is down)."""
+        if pid.node == self.node:
+            return self.creations.get(pid.scheduler) == pid.creation
+        return self.ports is not None
 
     def _payload(self, msg: Any) -> Any:
         data = _raw_encode(to_wire(msg))
@@ -93,34 +140,33 @@ class Router:
         return data
 
     def send(self, pid: Pid, msg: Any) -> None:
-        if self.creations.get(pid.scheduler) != pid.creation:
+        if not self.alive(pid):
             to_wire(msg)  # still refuse a non-term, whatever became of the pid
             return
-        self._put(pid.scheduler, F.Send(pid.serial, pid.creation, self._payload(msg)))
+        self._to(pid, F.Send(pid.serial, pid.creation, self._payload(msg)))
 
-    def send_named(self, peer: int, name: str, msg: Any) -> None:
-        self._put(peer, F.SendName(name, self._payload(msg)))
+    def send_named(self, node: str, name: str, msg: Any) -> None:
+        """Send to the process registered as `name` on another node."""
+        self._to_node(node, 0, F.SendName(name, self._payload(msg)))
 
     def reply(self, pid: Pid, tag: Any, value: Any) -> None:
         if self.alive(pid):
-            self._put(pid.scheduler, F.Reply(to_wire(pid), to_wire(tag), self._payload(value)))
+            self._to(pid, F.Reply(to_wire(pid), to_wire(tag), self._payload(value)))
 
     def link(self, sender: Pid, pid: Pid) -> bool:
         """Link to a remote pid; False when its scheduler is down (then: noproc)."""
         if not self.alive(pid):
             return False
-        self._put(pid.scheduler, F.Link(to_wire(sender), to_wire(pid)))
+        self._to(pid, F.Link(to_wire(sender), to_wire(pid)))
         return True
 
     def unlink(self, sender: Pid, pid: Pid) -> None:
         if self.alive(pid):
-            self._put(pid.scheduler, F.Unlink(to_wire(sender), to_wire(pid)))
+            self._to(pid, F.Unlink(to_wire(sender), to_wire(pid)))
 
     def exit(self, sender: Pid, pid: Pid, reason: Any, linked: bool) -> None:
         if self.alive(pid):
-            self._put(
-                pid.scheduler, F.Exit(to_wire(sender), to_wire(pid), to_wire(reason), linked)
-            )
+            self._to(pid, F.Exit(to_wire(sender), to_wire(pid), to_wire(reason), linked))
 
     def monitor(self, watcher: Pid, pid: Pid, ref: Ref, ident: Any) -> None:
         if not self.alive(pid):
@@ -130,33 +176,55 @@ class Router:
                 proc.monitors.pop(ref, None)
                 deliver(proc, ("DOWN", ref, "process", ident, "noconnection"))
             return
-        self._put(
-            pid.scheduler, F.Monitor(to_wire(watcher), to_wire(pid), to_wire(ref), to_wire(ident))
+        self._to(pid, F.Monitor(to_wire(watcher), to_wire(pid), to_wire(ref), to_wire(ident)))
+
+    def monitor_name(self, watcher: Pid, name: str, node: str, ref: Ref) -> None:
+        """Monitor the process registered as `name` on another node."""
+        self._to_node(
+            node, 0, F.Monitor(to_wire(watcher), name, to_wire(ref), to_wire((name, node)))
         )
 
     def demonitor(self, pid: Pid, ref: Ref) -> None:
         if self.alive(pid):
-            self._put(pid.scheduler, F.Demonitor(to_wire(pid), to_wire(ref)))
+            self._to(pid, F.Demonitor(to_wire(pid), to_wire(ref)))
 
     def down(self, watcher: Pid, ref: Ref, ident: Any, reason: Any) -> None:
         if self.alive(watcher):
-            self._put(
-                watcher.scheduler,
-                F.Down(to_wire(watcher), to_wire(ref), to_wire(ident), to_wire(reason)),
+            self._to(
+                watcher, F.Down(to_wire(watcher), to_wire(ref), to_wire(ident), to_wire(reason))
             )
 
     def spawn(
         self, peer: int, fn: Any, args: tuple, parent: Process | None, link: bool,
-        monitor: bool, trap_exit: bool,
+        monitor: bool, trap_exit: bool, node: str | None = None,
     ) -> Any:
-        """Spawn on scheduler `peer`; the pid is allocated here, no round trip."""
+        """Spawn on scheduler `peer` (of `node`); the pid is allocated here, no round trip.
+
+        Serials are `(count << 24) | (slot << 8) | origin scheduler`: slot 0 is this node,
+        another node's slot is the one it gave us at connection, so pids never collide.
+        """
         sched = self.sched
         name = fn_name(fn)
         wire_args = to_wire(args)
-        creation = self.creations.get(peer)
-        count = self.spawn_counts.get(peer, 0) + 1
-        self.spawn_counts[peer] = count
-        pid = Pid(sched.node, peer, (count << 8) | sched.index, creation or 0)
+        if node is None or node == self.node:
+            node = self.node
+            creation = self.creations.get(peer)
+            slot = 0
+        else:
+            info = self.remote_nodes.get(node)
+            if info is None:
+                raise BadArg(
+                    f"spawn node={node!r}: not connected to that node "
+                    "(connect first with `await pyotp.net.connect(node)`)"
+                )
+            creation = info.creations.get(peer, 0)
+            slot = info.slot
+            if peer not in info.endpoints:
+                raise BadArg(f"spawn on {node!r}: it has no scheduler {peer}")
+        key = (node, peer)
+        count = self.spawn_counts.get(key, 0) + 1
+        self.spawn_counts[key] = count
+        pid = Pid(node, peer, (count << 24) | (slot << 8) | sched.index, creation or 0)
         ref = sched.make_ref() if monitor and parent is not None else None
         if parent is not None:
             if link:
@@ -174,9 +242,10 @@ class Router:
             if parent is not None:
                 self._lost(parent, pid, "noconnection")
         else:
-            self.pending_spawns[peer] = self.pending_spawns.get(peer, 0) + 1
-            self._put(
-                peer,
+            if node == self.node:
+                self.pending_spawns[peer] = self.pending_spawns.get(peer, 0) + 1
+            self._to(
+                pid,
                 F.Spawn(
                     to_wire(pid), name, wire_args,
                     to_wire(parent.pid) if parent is not None else None,
@@ -187,9 +256,18 @@ class Router:
             return pid, ref
         return pid
 
-    def call(self, peer: int, op: str, args: Any, reply_to: Pid, tag: Ref) -> None:
-        """Ask scheduler `peer` to run `op`; the answer arrives as (tag, result)."""
-        if peer == self.sched.index:
+    def call(
+        self, peer: int, op: str, args: Any, reply_to: Pid, tag: Ref, node: str | None = None
+    ) -> None:
+        """Ask scheduler `peer` (of `node`) to run `op`; the answer comes as (tag, result)."""
+        if node is not None and node != self.node:
+            if self.ports is not None and self.ports.connected(node):
+                self.ports.put(
+                    node, peer, F.Call(op, to_wire(args), to_wire(reply_to), to_wire(tag))
+                )
+            else:
+                self._answer(reply_to, tag, ("error", "noconnection"))
+        elif peer == self.sched.index:
             self._on_call(op, args, reply_to, tag)
         elif peer in self.creations:
             self._put(peer, F.Call(op, to_wire(args), to_wire(reply_to), to_wire(tag)))
@@ -239,9 +317,12 @@ class Router:
         t = type(frame)
         if t is F.SendName:
             pid = sched.names.get(frame.name)
-            proc = sched.resolve(pid) if pid is not None else None
-            if proc is not None:
-                deliver(proc, decode(frame.msg))
+            if pid is not None:
+                proc = sched.resolve(pid)
+                if proc is not None:
+                    deliver(proc, decode(frame.msg))
+                else:
+                    self._to(pid, F.Send(pid.serial, pid.creation, frame.msg))
         elif t is F.Reply:
             proc = sched.lookup(frame.to)
             if proc is not None and proc.monitors and frame.tag in proc.monitors:
@@ -261,7 +342,24 @@ class Router:
             if proc is not None and proc.links:
                 proc.links.discard(frame.sender)
         elif t is F.Monitor:
-            proc = sched.lookup(frame.target)
+            target = frame.target
+            if type(target) is str:  # by name, from another node: resolve it here
+                pid = sched.names.get(target)
+                if pid is None:
+                    self.down(frame.watcher, frame.ref, frame.ident, "noproc")
+                elif not sched.is_local(pid):
+                    self._to(pid, F.Monitor(to_wire(frame.watcher), to_wire(pid),
+                                            to_wire(frame.ref), to_wire(frame.ident)))
+                else:
+                    proc = sched.resolve(pid)
+                    if proc is None:
+                        self.down(frame.watcher, frame.ref, frame.ident, "noproc")
+                    elif proc.watchers is None:
+                        proc.watchers = {frame.ref: (frame.watcher, frame.ident)}
+                    else:
+                        proc.watchers[frame.ref] = (frame.watcher, frame.ident)
+                return
+            proc = sched.lookup(target)
             if proc is None:
                 self.down(frame.watcher, frame.ref, frame.ident, "noproc")
             elif proc.watchers is None:
@@ -290,6 +388,12 @@ class Router:
                 self._registrar_release(frame.name, frame.pid)
         elif t is F.Registered:
             self._on_registered(frame.ack_tag)
+        elif t is F.NodeUp:
+            self.node_up(frame)
+        elif t is F.NodeDown:
+            self.node_down(frame.name)
+        elif t is F.MonitorNode:
+            self.request_connect(frame.name)
         elif t is F.Load:
             self.loads[frame.index] = frame
             self.pending_spawns[frame.index] = 0
@@ -342,9 +446,8 @@ class Router:
             else:
                 self._put(0, F.Call("registrar_answer", to_wire((tag, result)), None, None))
         elif self.alive(reply_to):
-            self._put(
-                reply_to.scheduler,
-                F.Send(reply_to.serial, reply_to.creation, self._payload((tag, result))),
+            self._to(
+                reply_to, F.Send(reply_to.serial, reply_to.creation, self._payload((tag, result)))
             )
 
     def _on_call(self, op: str, args: Any, reply_to: Pid, tag: Any) -> None:
@@ -379,6 +482,20 @@ class Router:
                 if proc is not None and proc.name == name:
                     proc.name = None
                 result = ("ok", True)
+            elif op == "connect":
+                if self.net_connect is None:
+                    result = ("ok", False)
+                else:
+                    task = self.sched.loop.create_task(
+                        self._connect_and_answer(args, reply_to, tag)
+                    )
+                    self._tasks.add(task)
+                    task.add_done_callback(self._tasks.discard)
+                    return
+            elif op == "disconnect":
+                result = ("ok", self.net_disconnect(args) if self.net_disconnect else False)
+            elif op == "nodes":
+                result = ("ok", sorted(self.remote_nodes))
             elif op == "statistics":
                 result = ("ok", self.control_stats())
             else:
@@ -386,6 +503,14 @@ class Router:
         except Exception as exc:  # an answer, never a dead scheduler
             result = ("error", f"{type(exc).__name__}: {exc}")
         self._answer(reply_to, tag, result)
+
+    async def _connect_and_answer(self, node: str, reply_to: Pid, tag: Any) -> None:
+        try:
+            ok = await self.net_connect(node)
+        except Exception as exc:  # an answer, never a dead scheduler
+            log.warning("connect %s failed: %s", node, exc)
+            ok = False
+        self._answer(reply_to, tag, ("ok", ok))
 
     def control_stats(self) -> Any:
         return None
@@ -482,29 +607,57 @@ class Router:
 
     def peer_down(self, index: int) -> None:
         """Scheduler `index` is gone: every link and monitor to it fires with noconnection."""
-        sched = self.sched
         self.creations.pop(index, None)
         self.mesh.disconnect(index)
         self.loads.pop(index, None)
-        node = sched.node
-        for name, pid in list(sched.names.items()):
-            if pid.scheduler == index and pid.node == node:
-                del sched.names[name]
-        for proc in list(sched.procs.values()):
-            if proc.watchers:
-                for ref in [r for r, (w, _) in proc.watchers.items() if w.scheduler == index]:
-                    del proc.watchers[ref]
-            if proc.monitors:
-                for ref, pid in [(r, p) for r, p in proc.monitors.items() if p.scheduler == index]:
-                    del proc.monitors[ref]
-                    deliver(proc, ("DOWN", ref, "process", pid, "noconnection"))
-            if proc.links:
-                for pid in [p for p in proc.links if p.scheduler == index and p.node == node]:
-                    sched.exit_signal(pid, proc.pid, "noconnection", True)
+        node = self.node
+        self._lost_where(lambda pid: pid.scheduler == index and pid.node == node)
 
     def peer_up(self, index: int, creation: int, endpoint: str) -> None:
         self.mesh.connect(index, endpoint)
         self.creations[index] = creation
+
+    def node_up(self, frame: Any) -> None:
+        """Node `frame.name` is connected: open its streams and send what was held for it."""
+        if self.ports is None:
+            return
+        self.remote_nodes[frame.name] = frame
+        self.ports.node_up(frame.name, frame.token, frame.accept, frame.endpoints)
+        for index, held in self.pending.pop(frame.name, ()):
+            self.ports.put(frame.name, index, held)
+
+    def node_down(self, name: str) -> None:
+        """Node `name` is lost (or never came): noconnection for everything tied to it."""
+        self.pending.pop(name, None)
+        self.remote_nodes.pop(name, None)
+        if self.ports is not None:
+            self.ports.node_down(name)
+        self._lost_where(lambda pid: pid.node == name)
+        for watcher in self.node_watchers.pop(name, ()):
+            proc = self.sched.lookup(watcher)
+            if proc is not None:
+                deliver(proc, ("nodedown", name))
+
+    def on_node_batch(self, node: str, data: bytes) -> None:
+        """A batch from a scheduler of another (authenticated) node."""
+        self.on_batch(data)
+
+    def _lost_where(self, gone: Any) -> None:
+        sched = self.sched
+        for name, pid in list(sched.names.items()):
+            if gone(pid):
+                del sched.names[name]
+        for proc in list(sched.procs.values()):
+            if proc.watchers:
+                for ref in [r for r, (w, _) in proc.watchers.items() if gone(w)]:
+                    del proc.watchers[ref]
+            if proc.monitors:
+                for ref, pid in [(r, p) for r, p in proc.monitors.items() if gone(p)]:
+                    del proc.monitors[ref]
+                    deliver(proc, ("DOWN", ref, "process", pid, "noconnection"))
+            if proc.links:
+                for pid in [p for p in proc.links if gone(p)]:
+                    sched.exit_signal(pid, proc.pid, "noconnection", True)
 
 
 # The registrar's own address for the answers of "attach" calls it makes.

@@ -293,8 +293,21 @@ class Scheduler:
             ident: Any = target
         else:
             name = target if type(target) is str else target[0]
+            node = self.node if type(target) is str else target[1]
+            ident = (name, node)
+            if node != self.node:
+                if self.router is None or self.router.ports is None:
+                    deliver(watcher, ("DOWN", ref, "process", ident, "noconnection"))
+                    return ref
+                # By name on another node: that node resolves it; DOWN names (name, node).
+                placeholder = Pid(node, 0, 0, 0)
+                if watcher.monitors is None:
+                    watcher.monitors = {ref: placeholder}
+                else:
+                    watcher.monitors[ref] = placeholder
+                self.router.monitor_name(watcher.pid, name, node, ref)
+                return ref
             pid = self.names.get(name)
-            ident = (name, self.node)
         proc = None if pid is None else (pid._proc or self.lookup(pid))
         if proc is not None:
             self._add_monitor(watcher, proc, ref, ident)

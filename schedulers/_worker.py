@@ -19,7 +19,7 @@ import uvloop
 
 from transport import _codec
 from transport import _frames as F
-from transport._zmq import Mesh
+from transport._zmq import Mesh, NodePorts
 
 from ._load import LoadMonitor
 from ._router import Router
@@ -70,6 +70,8 @@ async def _serve(config: dict[str, Any]) -> None:
     for k, endpoint in endpoints.items():
         if k != index:
             mesh.connect(k, endpoint)
+    if config.get("host"):
+        router.ports = NodePorts(loop, config["host"], router.on_node_batch)
     done = loop.create_future()
     tasks: set[asyncio.Task] = set()
 
@@ -108,7 +110,8 @@ async def _serve(config: dict[str, Any]) -> None:
                 os._exit(1)  # the node is gone: nothing left to serve
 
     watcher = loop.create_task(watch_parent())
-    mesh.put(0, F.Hello(index, config["creation"]))
+    tcp = router.ports.endpoint if router.ports is not None else ""
+    mesh.put(0, F.Hello(index, config["creation"], tcp))
     mesh.flush()
     try:
         await done
@@ -116,6 +119,8 @@ async def _serve(config: dict[str, Any]) -> None:
         watcher.cancel()
         monitor.stop()
         mesh.close()
+        if router.ports is not None:
+            router.ports.close()
         set_current(None)
 
 

@@ -80,6 +80,8 @@ def to_wire(x: Any) -> Any:
         return _Ext(4, _raw_encode((x.type, x.message, x.traceback)))
     if isinstance(x, msgspec.Struct):
         return _Ext(5, _raw_encode((t.__module__, t.__qualname__, _encode_struct(x))))
+    if t is UnresolvedCode:
+        return _Ext(8, x.name.encode())
     if t is _FunctionType or t is _BuiltinType or isinstance(x, type):
         return _Ext(8, code_name(x).encode())
     raise NotSerializable(
@@ -136,6 +138,26 @@ def resolve_code(name: str) -> Any:
     for part in qualname.split("."):
         obj = getattr(obj, part)
     return obj
+
+
+class UnresolvedCode:
+    """A function or class named in a received term that does not import here.
+
+    Calling it raises `LookupError` saying which name and why, so a process spawned with it
+    crashes with a clear reason (Erlang's `undef`) instead of the frame being lost.
+    """
+
+    __slots__ = ("name", "error")
+
+    def __init__(self, name: str, error: str) -> None:
+        self.name = name
+        self.error = error
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise LookupError(f"{self.name} is not importable on this node: {self.error}")
+
+    def __repr__(self) -> str:
+        return f"<unresolved {self.name}>"
 
 
 def _struct_enc_hook(x: Any) -> Any:
@@ -206,7 +228,11 @@ def _ext_hook(code: int, data: memoryview) -> Any:
     if code == 6:
         return int(bytes(data))
     if code == 8:
-        return resolve_code(bytes(data).decode())
+        name = bytes(data).decode()
+        try:
+            return resolve_code(name)
+        except Exception as exc:  # one unknown function must not spoil its whole batch
+            return UnresolvedCode(name, f"{type(exc).__name__}: {exc}")
     if code == 7:
         flat = _raw_decode(data)
         return dict(zip(flat[::2], flat[1::2], strict=True))

@@ -28,6 +28,9 @@ __all__ = [
     "Link",
     "Load",
     "Monitor",
+    "MonitorNode",
+    "NodeDown",
+    "NodeUp",
     "NameDown",
     "NameUp",
     "Registered",
@@ -169,10 +172,11 @@ class Load(_F, tag=14):
 
 
 class Hello(_F, tag=15):
-    """A scheduler is up and its sockets are connected."""
+    """A scheduler is up and its sockets are connected; `tcp` is its node-to-node endpoint."""
 
     index: int
     creation: int
+    tcp: str = ""
 
 
 class Stop(_F, tag=16):
@@ -196,9 +200,36 @@ class Peer(_F, tag=18):
     up: bool
 
 
+class NodeUp(_F, tag=19):
+    """Scheduler 0 connected node `name` (told to every scheduler of this node).
+
+    `token` is what our frames to it carry; `accept` is what its frames to us carry;
+    `endpoints` are its schedulers' tcp endpoints by index; `slot` numbers our spawns there.
+    """
+
+    name: str
+    token: bytes
+    accept: bytes
+    endpoints: dict[int, str]
+    creations: dict[int, int]
+    slot: int
+
+
+class NodeDown(_F, tag=20):
+    """Node `name` is lost: links and monitors to its processes fire with noconnection."""
+
+    name: str
+
+
+class MonitorNode(_F, tag=21):
+    """Ask scheduler 0 to connect to `name` (auto-connect); answers arrive as NodeUp/NodeDown."""
+
+    name: str
+
+
 Frame = Union[  # noqa: UP007 - msgspec needs the Union form here
     Send, SendName, Reply, Link, Unlink, Exit, Monitor, Demonitor, Down, Spawn, Call,
-    NameUp, NameDown, Registered, Load, Hello, Stop, Bye, Peer,
+    NameUp, NameDown, Registered, Load, Hello, Stop, Bye, Peer, NodeUp, NodeDown, MonitorNode,
 ]
 
 _batch_decoder = msgspec.msgpack.Decoder(list[Frame], ext_hook=_ext_hook)

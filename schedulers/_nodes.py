@@ -1,0 +1,459 @@
+"""Distribution: scheduler 0's connections to other nodes (handshake, heartbeats, nodedown).
+
+Where it sits: `pyotp.net.connect(node)` / an auto-connect → **node control** (this module,
+in scheduler 0) → a cookie handshake over ZeroMQ tcp:// → NodeUp to every scheduler of this
+node, whose frames then go scheduler to scheduler (`transport._zmq.NodePorts`), never through
+one process of either node.
+
+Behind the scenes of one connection (A dials B):
+1. A finds B's control port (the port mapper, or `name@host:port`) and opens a DEALER to B's
+   ROUTER; they run the mutual HMAC handshake (`transport._handshake`) before anything else.
+2. Each side then sends Info (its schedulers' tcp endpoints, the spawn slot it gives the
+   other, the nodes it knows) tagged with the peer's session token; frames on the data
+   sockets must carry those tokens too, so nothing unauthenticated is ever decoded.
+3. Both tell their schedulers NodeUp; A connects to the nodes B knows (a full mesh, as in
+   Erlang).
+4. Ticks every net_ticktime/4; a peer silent for net_ticktime is down: NodeDown to every
+   scheduler, and every link and monitor across the cut fires with "noconnection".
+A wrong cookie is refused and logged on both sides with the peer's address; it never crashes
+anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from typing import Any
+
+import msgspec
+import zmq
+
+from transport import _epmd
+from transport import _frames as F
+from transport import _handshake as H
+from transport._codec import CodecError
+from transport._zmq import NodePorts
+
+__all__ = ["NodeControl", "parse_node"]
+
+log = logging.getLogger("pyotp.net")
+
+_HANDSHAKE_TIMEOUT = 5.0
+_MAX_CONTROL = 1024 * 1024
+
+
+class Info(msgspec.Struct, frozen=True, tag="info"):
+    """After the handshake: how to reach the sender's schedulers, and what it knows."""
+
+    endpoints: dict[int, str]
+    creations: dict[int, int]
+    slot: int
+    nodes: list[str]
+
+
+class Tick(msgspec.Struct, frozen=True, tag="tick"):
+    """A heartbeat."""
+
+
+class Bye(msgspec.Struct, frozen=True, tag="bye"):
+    """The sender disconnects (net.disconnect or shutdown)."""
+
+
+_control_decoder = msgspec.msgpack.Decoder(Info | Tick | Bye)
+_encode = msgspec.msgpack.encode
+
+
+def parse_node(node: str) -> tuple[str, str, int | None]:
+    """Split "name@host" or "name@host:port" into (name, host, port or None).
+
+    Raises:
+        ValueError: not of that form.
+    """
+    if type(node) is not str or node.count("@") != 1:
+        raise ValueError(f"a node name is 'name@host' or 'name@host:port', got {node!r}")
+    name, host = node.split("@")
+    port = None
+    if ":" in host:
+        host, _, p = host.rpartition(":")
+        port = int(p)
+    if not name or not host:
+        raise ValueError(f"a node name is 'name@host' or 'name@host:port', got {node!r}")
+    return name, host, port
+
+
+class _Conn:
+    """One established connection to another node."""
+
+    __slots__ = ("name", "token", "accept", "identity", "dealer", "last_seen", "info")
+
+    def __init__(self, name: str, token: bytes, accept: bytes) -> None:
+        self.name = name
+        self.token = token  # what we present to the peer
+        self.accept = accept  # what the peer presents to us
+        self.identity: bytes | None = None  # set when the peer dialled us (ROUTER side)
+        self.dealer: Any = None  # set when we dialled the peer
+        self.last_seen = time.monotonic()
+        self.info: Info | None = None
+
+
+class NodeControl:
+    """Internal: the distribution side of scheduler 0."""
+
+    def __init__(self, pool: Any, name: str, cookie: str, ticktime: float) -> None:
+        self.pool = pool
+        self.router = pool.router
+        self.sched = pool.sched
+        self.loop = pool.loop
+        self.name = name
+        self.cookie = cookie
+        self.ticktime = ticktime
+        self.short, self.host, self.port = parse_node(name)
+        self.ctx = zmq.Context.instance()
+        self.conns: dict[str, _Conn] = {}
+        self.connecting: dict[str, asyncio.Future] = {}
+        self.accepting: dict[bytes, H.Acceptor] = {}
+        self.dealer_waiters: dict[Any, asyncio.Queue] = {}
+        self.next_slot = 1
+        self.registered = False
+        self.ports: NodePorts | None = None
+        self._tasks: set[asyncio.Task] = set()
+        self.sock: Any = None
+        self.refused = 0
+
+    # ------------------------------------------------------------------ start / stop
+
+    async def start(self) -> None:
+        """Bind the control and data ports; register with the port mapper."""
+        self.sock = self.ctx.socket(zmq.ROUTER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.setsockopt(zmq.MAXMSGSIZE, _MAX_CONTROL)
+        if self.port is None:
+            self.port = self.sock.bind_to_random_port(f"tcp://{self.host}")
+            await self.loop.run_in_executor(None, _epmd.ensure_epmd)
+            await self.loop.run_in_executor(
+                None, lambda: _epmd.register(self.short, self.port, os.getpid())
+            )
+            self.registered = True
+        else:
+            self.sock.bind(f"tcp://{self.host}:{self.port}")
+        self.loop.add_reader(self.sock.getsockopt(zmq.FD), self._router_readable)
+        self.router.control_connect = self.connect_soon
+        self._spawn(self._ticker())
+
+    def attach_ports(self, ports: NodePorts) -> None:
+        self.ports = ports
+
+    async def stop(self) -> None:
+        if self.sock is None:
+            return
+        for conn in list(self.conns.values()):
+            self._send_control(conn, Bye())
+        for task in list(self._tasks):
+            task.cancel()
+        try:
+            self.loop.remove_reader(self.sock.getsockopt(zmq.FD))
+        except Exception:  # the loop may be closing
+            pass
+        for conn in self.conns.values():
+            if conn.dealer is not None:
+                self._close_dealer(conn.dealer)
+        self.sock.close(linger=200)
+        if self.registered:
+            try:
+                await self.loop.run_in_executor(
+                    None, lambda: _epmd.unregister(self.short, os.getpid(), timeout=1.0)
+                )
+            except Exception as exc:  # the mapper may be gone already
+                log.debug("port mapper unregister failed: %s", exc)
+
+    def _spawn(self, coro: Any) -> asyncio.Task:
+        task = self.loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    # ------------------------------------------------------------------ connect (dial)
+
+    def nodes(self) -> list[str]:
+        return sorted(n for n, c in self.conns.items() if c.info is not None)
+
+    def connect_soon(self, node: str) -> None:
+        """Start connecting without waiting (auto-connect); failure means NodeDown."""
+        self._spawn(self.connect(node))
+
+    async def connect(self, node: str) -> bool:
+        """Connect to `node` (idempotent); True once both sides are up."""
+        if node == self.name:
+            return True
+        conn = self.conns.get(node)
+        if conn is not None and conn.info is not None:
+            return True
+        fut = self.connecting.get(node)
+        if fut is None:
+            fut = self.loop.create_future()
+            self.connecting[node] = fut
+            self._spawn(self._dial(node, fut))
+        return await asyncio.shield(fut)
+
+    async def _dial(self, node: str, fut: asyncio.Future) -> None:
+        ok = False
+        try:
+            ok = await self._handshake(node)
+        except Exception as exc:  # every failure is "not connected", never a crash
+            log.warning("connecting to %s failed: %s", node, exc)
+        if not ok:
+            self.connecting.pop(node, None)
+            if node not in self.conns:
+                self._node_down(node, announce=False)
+            if not fut.done():
+                fut.set_result(False)
+
+    async def _handshake(self, node: str) -> bool:
+        short, host, port = parse_node(node)
+        if port is None:
+            port = await self.loop.run_in_executor(
+                None, lambda: _epmd.lookup(short, host, timeout=2.0)
+            )
+            if port is None:
+                log.warning("connecting to %s: no such node at the port mapper of %s",
+                            node, host)
+                return False
+        dealer = self.ctx.socket(zmq.DEALER)
+        dealer.setsockopt(zmq.LINGER, 0)
+        dealer.setsockopt(zmq.MAXMSGSIZE, _MAX_CONTROL)
+        dealer.connect(f"tcp://{host}:{port}")
+        queue: asyncio.Queue = asyncio.Queue()
+        self.dealer_waiters[dealer] = queue
+        self.loop.add_reader(dealer.getsockopt(zmq.FD), self._dealer_readable, dealer)
+        initiator = H.Initiator(self.cookie, self.name, self.sched.creation, expect=node)
+        address = f"{host}:{port}"
+        try:
+            self._send(dealer, [H.encode_message(initiator.hello())])
+            reply = await asyncio.wait_for(queue.get(), _HANDSHAKE_TIMEOUT)
+            ack = initiator.on_challenge(H.decode_message(reply[-1]))
+            self._send(dealer, [H.encode_message(ack)])
+            reply = await asyncio.wait_for(queue.get(), _HANDSHAKE_TIMEOUT)
+            initiator.on_ack(H.decode_message(reply[-1]))
+        except H.HandshakeError as exc:
+            refused = exc.refused() if hasattr(exc, "refused") else None
+            if refused is not None:
+                self._send(dealer, [H.encode_message(refused)])
+            log.error("connection to %s at %s refused: %s", node, address, exc)
+            self._close_dealer(dealer)
+            return False
+        except (TimeoutError, CodecError) as exc:
+            log.warning("connecting to %s at %s: no valid answer (%s)", node, address, exc)
+            self._close_dealer(dealer)
+            return False
+        existing = self.conns.get(node)
+        if existing is not None and existing.info is not None:
+            self._close_dealer(dealer)  # they dialled us meanwhile and that one is up
+            return True
+        conn = _Conn(node, initiator.peer_session, initiator.session)
+        conn.dealer = dealer
+        self.conns[node] = conn
+        self.dealer_waiters.pop(dealer, None)
+        while not queue.empty():  # the peer's Info may have come right behind its Ack
+            self._on_control(conn, queue.get_nowait())
+        self._send_info(conn)
+        fut = self.connecting.get(node)
+        if fut is None:
+            return conn.info is not None
+        try:
+            await asyncio.wait_for(asyncio.shield(fut), _HANDSHAKE_TIMEOUT)
+        except TimeoutError:
+            log.warning("connecting to %s: no Info after the handshake", node)
+            self._node_down(node)
+            return False
+        return True
+
+    def _close_dealer(self, dealer: Any) -> None:
+        self.dealer_waiters.pop(dealer, None)
+        try:
+            self.loop.remove_reader(dealer.getsockopt(zmq.FD))
+        except Exception:  # already closed
+            pass
+        dealer.close(linger=0)
+
+    def _dealer_readable(self, dealer: Any) -> None:
+        while True:
+            try:
+                parts = dealer.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            except zmq.ZMQError:
+                return
+            conn = next((c for c in self.conns.values() if c.dealer is dealer), None)
+            if conn is None:
+                queue = self.dealer_waiters.get(dealer)
+                if queue is not None:
+                    queue.put_nowait(parts)
+                continue
+            self._on_control(conn, parts)
+
+    # ------------------------------------------------------------------ accept
+
+    def _router_readable(self) -> None:
+        sock = self.sock
+        while True:
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            except zmq.ZMQError:
+                return
+            if len(frames) < 2:
+                continue
+            identity = frames[0].bytes
+            parts = [f.bytes for f in frames[1:]]
+            try:
+                address = frames[1].get("Peer-Address")
+            except Exception:  # not every transport knows it
+                address = "?"
+            conn = next((c for c in self.conns.values() if c.identity == identity), None)
+            if conn is not None and len(parts) == 2:
+                self._on_control(conn, parts)
+            elif len(parts) == 1:
+                self._accept_step(identity, parts[0], address)
+            else:
+                self.refused += 1
+
+    def _accept_step(self, identity: bytes, data: bytes, address: str) -> None:
+        acceptor = self.accepting.get(identity)
+        try:
+            msg = H.decode_message(data)
+            if acceptor is None:
+                if not isinstance(msg, H.Hello):
+                    raise H.HandshakeError(
+                        "unexpected_message", "expected Hello", "unexpected_message"
+                    )
+                acceptor = H.Acceptor(self.cookie, self.name, self.sched.creation)
+                self.accepting[identity] = acceptor
+                reply = acceptor.on_hello(msg)
+                self._send(self.sock, [identity, H.encode_message(reply)])
+                return
+            final = acceptor.on_ack(msg)
+        except (H.HandshakeError, CodecError) as exc:
+            self.accepting.pop(identity, None)
+            self.refused += 1
+            log.error("refused a connection from %s (%s): %s", address,
+                      getattr(acceptor, "peer_name", None) or "unknown node", exc)
+            refused = exc.refused() if isinstance(exc, H.HandshakeError) else None
+            if refused is not None:
+                self._send(self.sock, [identity, H.encode_message(refused)])
+            return
+        del self.accepting[identity]
+        node = acceptor.peer_name
+        old = self.conns.get(node)
+        if old is not None:
+            self._node_down(node)  # a reconnect (maybe a new incarnation) replaces it
+        conn = _Conn(node, acceptor.peer_session, acceptor.session)
+        conn.identity = identity
+        self.conns[node] = conn
+        self._send(self.sock, [identity, H.encode_message(final)])
+        self._send_info(conn)
+
+    # ------------------------------------------------------------------ control messages
+
+    def _send_control(self, conn: _Conn, msg: Any) -> None:
+        data = _encode(msg)
+        if conn.dealer is not None:
+            self._send(conn.dealer, [conn.token, data])
+        elif conn.identity is not None:
+            self._send(self.sock, [conn.identity, conn.token, data])
+
+    def _send(self, sock: Any, parts: list) -> None:
+        """Send without blocking, then re-arm reading: a send can consume the edge of the
+        socket's FD for a message that arrived meanwhile (ZeroMQ's FD is edge-triggered)."""
+        try:
+            sock.send_multipart(parts, zmq.NOBLOCK)
+        except zmq.ZMQError as exc:
+            log.debug("control send failed: %s", exc)
+            return
+        try:
+            readable = sock.getsockopt(zmq.EVENTS) & zmq.POLLIN
+        except zmq.ZMQError:
+            return
+        if readable:
+            if sock is self.sock:
+                self.loop.call_soon(self._router_readable)
+            else:
+                self.loop.call_soon(self._dealer_readable, sock)
+
+    def _send_info(self, conn: _Conn) -> None:
+        slot = self.next_slot
+        self.next_slot = slot % 65535 + 1
+        endpoints = dict(self.pool.tcp_endpoints)
+        creations = dict(self.router.creations)
+        self._send_control(conn, Info(endpoints, creations, slot, self.nodes()))
+
+    def _on_control(self, conn: _Conn, parts: list) -> None:
+        if len(parts) != 2 or parts[0] != conn.accept:
+            self.refused += 1
+            return
+        try:
+            msg = _control_decoder.decode(parts[1])
+        except Exception:  # malformed: dropped and counted
+            self.refused += 1
+            return
+        conn.last_seen = time.monotonic()
+        if type(msg) is Info:
+            first = conn.info is None
+            conn.info = msg
+            if first:
+                self._node_up(conn)
+        elif type(msg) is Bye:
+            self._node_down(conn.name)
+
+    def _node_up(self, conn: _Conn) -> None:
+        info = conn.info
+        frame = F.NodeUp(
+            conn.name, conn.token, conn.accept, info.endpoints, info.creations, info.slot
+        )
+        self.router.node_up(frame)
+        self.router.broadcast(frame)
+        log.info("node %s is up", conn.name)
+        fut = self.connecting.pop(conn.name, None)
+        if fut is not None and not fut.done():
+            fut.set_result(True)
+        for other in info.nodes:  # transitive: a full mesh, as in Erlang
+            if other != self.name and other not in self.conns:
+                self.connect_soon(other)
+
+    def _node_down(self, node: str, announce: bool = True) -> None:
+        conn = self.conns.pop(node, None)
+        if conn is not None:
+            if conn.dealer is not None:
+                self._close_dealer(conn.dealer)
+            if announce and conn.info is not None:
+                log.warning("node %s is down", node)
+        self.router.node_down(node)
+        self.router.broadcast(F.NodeDown(node))
+        fut = self.connecting.pop(node, None)
+        if fut is not None and not fut.done():
+            fut.set_result(False)
+
+    def disconnect(self, node: str) -> bool:
+        conn = self.conns.get(node)
+        if conn is None:
+            return False
+        self._send_control(conn, Bye())
+        self._node_down(node)
+        return True
+
+    async def _ticker(self) -> None:
+        interval = max(self.ticktime / 4, 0.05)
+        while True:
+            await asyncio.sleep(interval)
+            now = time.monotonic()
+            for conn in list(self.conns.values()):
+                if conn.info is None:
+                    continue
+                if now - conn.last_seen > self.ticktime:
+                    log.warning("node %s is not responding (net_ticktime %s s): nodedown",
+                                conn.name, self.ticktime)
+                    self._node_down(conn.name)
+                else:
+                    self._send_control(conn, Tick())
