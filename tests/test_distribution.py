@@ -1,0 +1,335 @@
+"""Transparent distribution between real node OS processes over ZeroMQ tcp on 127.0.0.1.
+
+Peer nodes run `tests/dist_helpers.py` in their own OS processes; every test kills what it
+started. Node names carry explicit free ports (`name@127.0.0.1:port`), so the port mapper is
+only involved where a test is about it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import pathlib
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import dist_helpers as h
+import pytest
+
+import pyotp
+from pyotp import ANY, gen_server
+
+pytestmark = pytest.mark.slow
+
+T = 10
+COOKIE = "testcookie"
+HELPERS = pathlib.Path(__file__).with_name("dist_helpers.py")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def node_name(short: str) -> str:
+    return f"{short}{os.getpid()}@127.0.0.1:{free_port()}"
+
+
+class Peer:
+    """A node OS process running dist_helpers.serve."""
+
+    def __init__(self, short: str, cookie: str = COOKIE, ticktime: float = 1.0) -> None:
+        self.name = node_name(short)
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+        self.proc = subprocess.Popen(
+            [sys.executable, str(HELPERS), self.name, cookie, str(ticktime)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        )
+        line = self.proc.stdout.readline().strip()
+        if line != "ready":
+            self.stop()
+            raise RuntimeError(f"peer {self.name} did not start: {line!r}")
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+    def stop(self) -> str:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        _, err = self.proc.communicate(timeout=T)
+        return err
+
+
+@pytest.fixture
+def peer():
+    started = []
+
+    def start(short: str = "b", **kw) -> Peer:
+        p = Peer(short, **kw)
+        started.append(p)
+        return p
+
+    yield start
+    for p in started:
+        p.stop()
+
+
+def run_node(main, *args, ticktime=1.0, cookie=COOKIE, schedulers=1):
+    return pyotp.run(main, *args, name=node_name("a"), cookie=cookie, schedulers=schedulers,
+                     config={"kernel": {"net_ticktime": ticktime}})
+
+
+def test_nodes_connect_and_messages_reach_names_on_the_other_node(peer):
+    b = peer()
+
+    async def main():
+        assert await pyotp.net.connect(b.name)
+        pyotp.send(("echo", b.name), (pyotp.self(), "hi"))
+        got = await pyotp.receive(("echo", ANY, ANY), timeout=T)
+        return pyotp.nodes(), got
+
+    nodes, got = run_node(main)
+    assert nodes == [b.name] and got == ("echo", "hi", b.name)
+
+
+def test_spawn_link_monitor_and_exit_work_across_nodes(peer):
+    b = peer()
+
+    async def main():
+        assert await pyotp.net.connect(b.name)
+        pyotp.process_flag("trap_exit", True)
+        pid = pyotp.spawn(h.echo, node=b.name, link=True)
+        assert pid.node == b.name
+        pyotp.send(pid, (pyotp.self(), 1))
+        assert await pyotp.receive(("echo", 1, b.name), timeout=T)
+        info = await pyotp.process_info(pid)
+        assert info["node"] == b.name and pyotp.self() in info["links"]
+        ref = pyotp.monitor(pid)
+        pyotp.exit(pid, "bye")
+        down = await pyotp.receive(("DOWN", ref, "process", pid, ANY), timeout=T)
+        exit_msg = await pyotp.receive(("EXIT", pid, ANY), timeout=T)
+        crasher = pyotp.spawn(h.crash_on, "now", node=b.name, link=True)
+        pyotp.send(crasher, "now")
+        crash = await pyotp.receive(("EXIT", crasher, ANY), timeout=T)
+        return down[4], exit_msg[2], crash[2]
+
+    down, exit_reason, crash = run_node(main)
+    assert down == "bye" and exit_reason == "bye"
+    assert isinstance(crash, pyotp.Crash) and crash.type == "RuntimeError"
+
+
+def test_monitor_by_name_and_gen_server_call_on_another_node(peer):
+    b = peer()
+
+    async def main():
+        assert await pyotp.net.connect(b.name)
+        assert await gen_server.call(("kv", b.name), ("put", "k", [1, (2,)]), timeout=T) == "ok"
+        value = await gen_server.call(("kv", b.name), ("get", "k"), timeout=T)
+        ref = pyotp.monitor(("nobody", b.name))
+        down = await pyotp.receive(("DOWN", ref, ANY, ANY, ANY), timeout=T)
+        with pytest.raises(pyotp.CallExit) as info:
+            await gen_server.call(("nobody", b.name), "x", timeout=T)
+        return value, down[3:], info.value.reason
+
+    value, down, reason = run_node(main)
+    assert value == [1, (2,)]
+    assert down == (("nobody", b.name), "noproc") and reason == "noproc"
+
+
+def test_rpc_call_returns_results_and_raises_badrpc(peer):
+    b = peer()
+
+    async def main():
+        who = await pyotp.rpc.call(b.name, h.whoami, timeout=T)
+        added = await pyotp.rpc.call(b.name, h.async_add, 2, 3, timeout=T)
+        with pytest.raises(pyotp.OtpError) as failed:
+            await pyotp.rpc.call(b.name, h.boom, timeout=T)
+        me = pyotp.self()
+        pyotp.rpc.cast(b.name, pyotp.send, me, "cast arrived")
+        cast = await pyotp.receive("cast arrived", timeout=T)
+        return who, added, failed.value.reason, cast
+
+    who, added, reason, cast = run_node(main)
+    assert who[0] == b.name and who[1] != os.getpid() and added == 5
+    assert reason[0] == "badrpc" and reason[1][0] == "EXIT"
+    assert reason[1][1].type == "ValueError" and cast == "cast arrived"
+
+
+def test_a_wrong_cookie_is_refused_and_logged_on_both_sides(peer, caplog):
+    b = peer(cookie="other-cookie")
+
+    async def main():
+        ok = await pyotp.net.connect(b.name)
+        return ok, pyotp.nodes()
+
+    with caplog.at_level(logging.ERROR, logger="pyotp.net"):
+        assert run_node(main) == (False, [])
+    assert any("refused" in r.getMessage() for r in caplog.records)
+    err = b.stop()
+    assert "refused a connection from 127.0.0.1" in err
+
+
+def test_a_killed_node_gives_nodedown_and_noconnection_within_ticktime(peer):
+    b = peer()
+
+    async def main():
+        assert await pyotp.net.connect(b.name)
+        pyotp.process_flag("trap_exit", True)
+        pyotp.monitor_node(b.name, True)
+        linked = pyotp.spawn(h.idle, node=b.name, link=True)
+        monitored = pyotp.spawn(h.idle, node=b.name)
+        ref = pyotp.monitor(monitored)
+        await pyotp.process_info(monitored)  # both are surely running there now
+        t0 = time.monotonic()
+        b.kill()
+        nodedown = await pyotp.receive(("nodedown", ANY), timeout=T)
+        elapsed = time.monotonic() - t0
+        exit_msg = await pyotp.receive(("EXIT", linked, ANY), timeout=T)
+        down = await pyotp.receive(("DOWN", ref, ANY, ANY, ANY), timeout=T)
+        return nodedown, elapsed, exit_msg[2], down[4], pyotp.nodes()
+
+    nodedown, elapsed, exit_reason, down, nodes = run_node(main, ticktime=1.0)
+    assert nodedown == ("nodedown", b.name) and elapsed < 5
+    assert exit_reason == "noconnection" and down == "noconnection" and nodes == []
+
+
+def test_connections_are_transitive(peer):
+    b = peer("b")
+    c = peer("c")
+
+    async def main():
+        assert await pyotp.rpc.call(b.name, pyotp.net.connect, c.name, timeout=T) is True
+        assert await pyotp.net.connect(b.name)
+        end = time.monotonic() + T
+        while c.name not in pyotp.nodes() and time.monotonic() < end:
+            await asyncio.sleep(0.02)
+        return sorted(pyotp.nodes())
+
+    assert run_node(main) == sorted([b.name, c.name])
+
+
+def test_a_restarted_node_never_gets_messages_meant_for_its_dead_incarnation(peer, tmp_path):
+    b = peer()
+    name = b.name
+
+    async def main():
+        assert await pyotp.net.connect(name)
+        old = pyotp.spawn(h.echo, node=name)
+        pyotp.send(old, (pyotp.self(), "first"))
+        await pyotp.receive(("echo", "first", ANY), timeout=T)
+        pyotp.monitor_node(name, True)
+        b.kill()
+        await pyotp.receive(("nodedown", name), timeout=T)
+        reborn = subprocess.Popen(
+            [sys.executable, str(HELPERS), name, COOKIE, "1.0"], stdout=subprocess.PIPE,
+            text=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+        )
+        try:
+            assert reborn.stdout.readline().strip() == "ready"
+            assert await pyotp.net.connect(name)
+            new = pyotp.spawn(h.echo, node=name)
+            pyotp.send(old, (pyotp.self(), "stale"))  # same serial space, old creation
+            pyotp.send(new, (pyotp.self(), "fresh"))
+            got = await pyotp.receive(("echo", ANY, ANY), timeout=T)
+            with pytest.raises(pyotp.Timeout):
+                await pyotp.receive(("echo", "stale", ANY), timeout=0.5)
+            return got[1], old.creation != new.creation
+        finally:
+            reborn.kill()
+            reborn.wait()
+            reborn.stdout.close()
+
+    assert run_node(main) == ("fresh", True)
+
+
+def test_unauthenticated_and_malformed_data_frames_are_dropped(peer):
+    b = peer()
+
+    async def main():
+        import zmq
+
+        from schedulers import get
+
+        assert await pyotp.net.connect(b.name)
+        ports = get().router.ports
+        endpoint = ports.endpoints[b.name][0]
+        sock = zmq.Context.instance().socket(zmq.PUSH)
+        sock.setsockopt(zmq.LINGER, 1000)
+        sock.connect(endpoint)
+        sock.send_multipart([b"not-a-token", b"\x91\x93\x00\x01\x02"])
+        sock.send_multipart([ports.tokens[b.name], b"\xc1garbage"])  # right token, bad batch
+        sock.send(b"single part")
+        sock.close()
+        pyotp.send(("echo", b.name), (pyotp.self(), "alive?"))
+        return (await pyotp.receive(("echo", ANY, ANY), timeout=T))[1]
+
+    assert run_node(main) == "alive?"
+
+
+def test_a_distributed_node_with_two_schedulers_talks_scheduler_to_scheduler(peer):
+    b = peer()
+
+    async def main():
+        assert await pyotp.net.connect(b.name)
+        pid = pyotp.spawn(h.echo, node=b.name)
+        results = []
+        for k in (0, 1):
+            # a process on either scheduler reaches the other node directly
+            pyotp.spawn(relay_from, pid, pyotp.self(), scheduler=k)
+            results.append(await pyotp.receive(("echo", ANY, ANY), timeout=T))
+        return results
+
+    assert run_node(main, schedulers=2) == [("echo", "via", b.name)] * 2
+
+
+async def relay_from(target, parent):
+    pyotp.send(target, (parent, "via"))
+
+
+def test_connect_to_an_unknown_node_is_false(peer):
+    async def main():
+        return await pyotp.net.connect(f"ghost@127.0.0.1:{free_port()}")
+
+    assert run_node(main) is False
+
+
+def test_the_port_mapper_finds_a_node_by_name(tmp_path):
+    epmd_port = free_port()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path),
+           "PYOTP_EPMD_PORT": str(epmd_port), "PYOTP_EPMD_IDLE": "2"}
+    short = f"m{os.getpid()}"
+    proc = subprocess.Popen(
+        [sys.executable, str(HELPERS), f"{short}@127.0.0.1", COOKIE, "1.0"],
+        stdout=subprocess.PIPE, text=True, env=env,
+    )
+    old = os.environ.get("PYOTP_EPMD_PORT")
+    os.environ["PYOTP_EPMD_PORT"] = str(epmd_port)
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+
+        async def main():
+            assert await pyotp.net.connect(f"{short}@127.0.0.1")
+            pyotp.send(("echo", f"{short}@127.0.0.1"), (pyotp.self(), "mapped"))
+            return (await pyotp.receive(("echo", ANY, ANY), timeout=T))[1]
+
+        assert pyotp.run(main, name=f"n{os.getpid()}@127.0.0.1", cookie=COOKIE) == "mapped"
+    finally:
+        if old is None:
+            os.environ.pop("PYOTP_EPMD_PORT", None)
+        else:
+            os.environ["PYOTP_EPMD_PORT"] = old
+        proc.kill()
+        proc.wait()
+        proc.stdout.close()
+        from transport import _epmd
+
+        try:
+            os.kill(_epmd.ping(epmd_port=epmd_port), signal.SIGKILL)
+        except Exception:
+            pass
