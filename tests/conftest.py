@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+
 import pytest
 
 import pyotp
@@ -15,3 +21,63 @@ def run():
         return pyotp.run(main, *args, **opts)
 
     return _run
+
+
+# --------------------------------------------------------------------- peer nodes
+
+T = 10
+COOKIE = "testcookie"
+HELPERS = pathlib.Path(__file__).with_name("dist_helpers.py")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def node_name(short: str) -> str:
+    return f"{short}{os.getpid()}@127.0.0.1:{free_port()}"
+
+
+class Peer:
+    """A node OS process running dist_helpers.serve."""
+
+    def __init__(self, short: str, cookie: str = COOKIE, ticktime: float = 1.0) -> None:
+        self.name = node_name(short)
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+        self.proc = subprocess.Popen(
+            [sys.executable, str(HELPERS), self.name, cookie, str(ticktime)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        )
+        line = self.proc.stdout.readline().strip()
+        if line != "ready":
+            self.stop()
+            raise RuntimeError(f"peer {self.name} did not start: {line!r}")
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+    def stop(self) -> str:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        _, err = self.proc.communicate(timeout=T)
+        return err
+
+
+@pytest.fixture
+def peer():
+    """Start peer node OS processes (tests/dist_helpers.py); all are killed afterwards."""
+    started = []
+
+    def start(short: str = "b", **kw) -> Peer:
+        p = Peer(short, **kw)
+        started.append(p)
+        return p
+
+    yield start
+    for p in started:
+        p.stop()
+
+
