@@ -55,6 +55,7 @@ class LoadMonitor:
         self.os_process = psutil.Process()
         self.os_process.cpu_percent(None)
         self._reported_beat = -1
+        self._warned: set = set()
         self._beats = 0
         self._stop = threading.Event()
         self._handle: Any = None
@@ -87,10 +88,18 @@ class LoadMonitor:
             if stale > self.threshold and self._reported_beat != self._beats:
                 self._reported_beat = self._beats
                 self.sched.long_steps += 1
-                log.warning(
-                    "long_schedule: process %s has run for more than %d ms without yielding "
+                pid = self._running_pid()
+                # Warn once per process (a CPU-bound worker would otherwise flood the log);
+                # every long step is still counted and logged at debug level.
+                first = pid not in self._warned
+                if first and len(self._warned) < 10_000:
+                    self._warned.add(pid)
+                log.log(
+                    logging.WARNING if first else logging.DEBUG,
+                    "long_schedule: %s has run for more than %d ms without yielding "
                     "on scheduler %d",
-                    self._running_pid(), int(stale * 1000), self.sched.index,
+                    f"process {pid}" if pid is not None else "scheduler work (no process)",
+                    int(stale * 1000), self.sched.index,
                 )
 
     def _running_pid(self) -> Any:
@@ -98,9 +107,9 @@ class LoadMonitor:
             task = asyncio.current_task(self.loop)
             frame = task.get_coro().cr_frame if task is not None else None
             proc = frame.f_locals.get("proc") if frame is not None else None
-            return proc.pid if proc is not None else "?"
+            return proc.pid if proc is not None else None
         except Exception:  # racing the loop thread: a best-effort name only
-            return "?"
+            return None
 
     def statistics(self) -> SchedulerStatistics:
         sched = self.sched
