@@ -14,6 +14,7 @@ import asyncio
 import gc
 import os
 import secrets
+import signal
 from typing import Any, Callable
 
 import uvloop
@@ -122,12 +123,28 @@ async def _boot(
         sched.router.net_disconnect = control.disconnect
     elif schedulers > 1:
         pool = Pool(sched, schedulers)
+    stopped_by_signal = False
+
+    def on_sigterm() -> None:
+        # SIGTERM stops the node cleanly, like Ctrl-C (and Erlang's init:stop on SIGTERM).
+        nonlocal stopped_by_signal
+        stopped_by_signal = True
+        main_proc = sched.procs.get(main_serial) if main_serial is not None else None
+        if main_proc is not None:
+            sched.terminate(main_proc, "shutdown")
+
+    main_serial = None
+    try:
+        loop.add_signal_handler(signal.SIGTERM, on_sigterm)
+    except (ValueError, RuntimeError, NotImplementedError):
+        pass  # not the main thread: SIGTERM keeps its default meaning
     try:
         if pool is not None:
             await pool.start()
         if control is not None:
             await control.start()
         pid = sched.spawn(main, args, None)
+        main_serial = pid.serial
         node.main = pid
         proc = pid._proc
         try:
@@ -137,6 +154,8 @@ async def _boot(
                 raise
             result = None
         reason = proc.reason
+        if stopped_by_signal:
+            return result
         if node.halted is not None:  # an application took the node down (see _config.halt)
             raise ProcessCrash(node.halted, f"node stopped: {node.halted!r}")
         if reason != "normal":

@@ -29,6 +29,8 @@ import sys
 import tempfile
 from typing import Any
 
+import psutil
+
 from transport import _codec
 from transport import _frames as F
 from transport._zmq import Mesh, NodePorts
@@ -49,7 +51,10 @@ class Pool:
         self.sched = sched
         self.loop = sched.loop
         self.n = n
-        self.dir = tempfile.mkdtemp(prefix="pyotp-")
+        _sweep_stale_dirs()
+        # The owner's OS pid is in the name, so a later node can remove what a SIGKILLed
+        # node could not (see _sweep_stale_dirs).
+        self.dir = tempfile.mkdtemp(prefix=f"pyotp-{os.getpid()}-")
         self.endpoints = {k: f"ipc://{self.dir}/s{k}" for k in range(n)}
         self.mesh = Mesh(self.loop, self.endpoints[0], self._on_batch)
         self.router = Router(sched, self.mesh, {0: sched.creation})
@@ -199,3 +204,20 @@ class Pool:
                 p.kill()
                 p.wait()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _sweep_stale_dirs() -> None:
+    """Remove socket directories of nodes that died without cleaning up (SIGKILL)."""
+    tmp = tempfile.gettempdir()
+    try:
+        entries = os.listdir(tmp)
+    except OSError:
+        return
+    for entry in entries:
+        parts = entry.split("-")
+        if len(parts) != 3 or parts[0] != "pyotp" or not parts[1].isdigit():
+            continue
+        owner = int(parts[1])
+        if owner == os.getpid() or psutil.pid_exists(owner):
+            continue
+        shutil.rmtree(os.path.join(tmp, entry), ignore_errors=True)
