@@ -54,7 +54,7 @@ from transport import (
     Timeout as Timeout,
 )
 
-from . import application, gen_event, gen_server, gen_statem, net, rpc, supervisor
+from . import application, gen_event, gen_server, gen_statem, global_, net, pg, rpc, supervisor
 from ._api import (
     cancel_timer as cancel_timer,
 )
@@ -149,6 +149,7 @@ __all__ = [
     "gen_event",
     "gen_server",
     "gen_statem",
+    "global_",
     "link",
     "net",
     "make_ref",
@@ -157,6 +158,7 @@ __all__ = [
     "monitor_node",
     "node",
     "nodes",
+    "pg",
     "process_flag",
     "process_info",
     "processes",

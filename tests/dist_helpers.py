@@ -54,6 +54,51 @@ class KV(gen_server.GenServer):
         return ("reply", state.get(req[1]), state)
 
 
+async def global_register_idle(name):
+    """Spawn an idle process here and register it globally as `name`; (pid, registered?)."""
+    pid = pyotp.spawn(idle)
+    return pid, await pyotp.global_.register_name(name, pid)
+
+
+def global_whereis(name):
+    return pyotp.global_.whereis_name(name)
+
+
+async def global_sync():
+    await pyotp.global_.sync()
+
+
+async def global_register_after_nodedown(name, other, parent):
+    """Register self globally as `name` once `other` is lost (a partition); print it."""
+    me = pyotp.self()
+    pyotp.monitor_node(other, True)
+    pyotp.send(parent, ("candidate", me))
+    await pyotp.receive(("nodedown", other))
+    ok = await pyotp.global_.register_name(name, me)
+    print(f"registered {name} {ok}", flush=True)
+    await pyotp.receive(("never",))
+
+
+async def pg_join_idle(group, scope="pg", times=1):
+    """Spawn an idle process here and make it join `group` `times` times; return its pid."""
+    pid = pyotp.spawn(idle)
+    for _ in range(times):
+        await pyotp.pg.join(group, pid, scope=scope)
+    return pid
+
+
+def pg_members(group, scope="pg"):
+    return sorted(pyotp.pg.get_members(group, scope=scope))
+
+
+def pg_local_members(group, scope="pg"):
+    return sorted(pyotp.pg.get_local_members(group, scope=scope))
+
+
+def kill(pid):
+    pyotp.exit(pid, "kill")
+
+
 async def serve(name, cookie, ticktime):
     pid = pyotp.spawn(echo)
     await pyotp.register("echo", pid)
