@@ -60,9 +60,14 @@ class Peer:
         self.proc.wait()
 
     def stop(self) -> str:
+        """Stop the node cleanly (SIGTERM), or kill it if it does not stop in time."""
         if self.proc.poll() is None:
+            self.proc.terminate()
+        try:
+            _, err = self.proc.communicate(timeout=T)
+        except subprocess.TimeoutExpired:
             self.proc.kill()
-        _, err = self.proc.communicate(timeout=T)
+            _, err = self.proc.communicate(timeout=T)
         return err
 
 
