@@ -114,15 +114,16 @@ async def _boot(
     sched.load = monitor
     control = None
     pool = None
+    max_size = _max_message_size(cfg)
     if name is not None:
         host = parse_node(name)[1]
-        pool = Pool(sched, schedulers, host=host)
+        pool = Pool(sched, schedulers, host=host, max_message_size=max_size)
         ticktime = float(cfg.get("kernel", {}).get("net_ticktime", 60))
         control = NodeControl(pool, name, resolve_cookie(cookie), ticktime)
         sched.router.net_connect = control.connect
         sched.router.net_disconnect = control.disconnect
     elif schedulers > 1:
-        pool = Pool(sched, schedulers)
+        pool = Pool(sched, schedulers, max_message_size=max_size)
     stopped_by_signal = False
 
     def on_sigterm() -> None:
@@ -175,3 +176,12 @@ async def _boot(
             monitor.stop()
             _config.stop()
             set_current(None)
+
+
+def _max_message_size(cfg: dict) -> int | None:
+    value = cfg.get("kernel", {}).get("max_message_size")
+    if value is None:
+        return None
+    if type(value) is not int or value < 1:
+        raise BadArg(f"kernel max_message_size must be a positive int (bytes), got {value!r}")
+    return value

@@ -47,8 +47,11 @@ _START_TIMEOUT = 60.0
 class Pool:
     """Internal: scheduler 0's view of the node's scheduler OS processes."""
 
-    def __init__(self, sched: Any, n: int, host: str | None = None) -> None:
+    def __init__(
+        self, sched: Any, n: int, host: str | None = None, max_message_size: int | None = None
+    ) -> None:
         self.sched = sched
+        self.max_message_size = max_message_size
         self.loop = sched.loop
         self.n = n
         _sweep_stale_dirs()
@@ -59,6 +62,8 @@ class Pool:
         self.mesh = Mesh(self.loop, self.endpoints[0], self._on_batch)
         self.router = Router(sched, self.mesh, {0: sched.creation})
         self.router.control = self._on_control
+        if max_message_size is not None:
+            self.router.max_message_size = max_message_size
         self.workers: dict[int, subprocess.Popen] = {}
         self.creations: dict[int, int] = {}
         self._hello: dict[int, asyncio.Future] = {}
@@ -103,6 +108,7 @@ class Pool:
             "main_path": _codec.MAIN_PATH,
             "parent": os.getpid(),
             "host": self.host,
+            "max_message_size": self.max_message_size,
         }
         self._hello[k] = self.loop.create_future()
         self.workers[k] = subprocess.Popen(

@@ -67,6 +67,8 @@ async def _serve(config: dict[str, Any]) -> None:
     mesh = Mesh(loop, endpoints[index], on_batch)
     router = Router(sched, mesh, creations)
     routers.append(router)
+    if config.get("max_message_size"):
+        router.max_message_size = config["max_message_size"]
     for k, endpoint in endpoints.items():
         if k != index:
             mesh.connect(k, endpoint)

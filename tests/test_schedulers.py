@@ -519,3 +519,15 @@ def test_ctrl_c_stops_a_node_and_every_scheduler(tmp_path):
             proc.wait()
         proc.stdout.close()
     assert _wait_gone(children)
+
+
+def test_a_message_over_max_message_size_is_refused_at_send_and_harms_no_one():
+    async def main():
+        pid = pyotp.spawn(echo, scheduler=1)
+        with pytest.raises(pyotp.BadArg, match="max_message_size"):
+            pyotp.send(pid, (pyotp.self(), b"x" * 5000))
+        pyotp.send(pid, (pyotp.self(), b"y" * 100))
+        return (await pyotp.receive((bytes, ANY), timeout=T))[0]
+
+    got = pyotp.run(main, schedulers=2, config={"kernel": {"max_message_size": 2000}})
+    assert got == b"y" * 100
