@@ -50,6 +50,7 @@ __all__ = [
 DEFAULT_SCOPE = "pg"
 _TICK = 0.2  # seconds between looks for newly connected nodes
 _ACK_TIMEOUT = 5.0
+_HELLO_TIMEOUT = 2.0
 
 
 class _Scope:
@@ -270,8 +271,9 @@ def _by_node(pids: list[Pid]) -> dict[str, list[Pid]]:
 async def _update(scope: str, node: str, req: tuple) -> Any:
     """Run a join/leave on `node`'s scope server and wait for its peers' acknowledgements."""
     name = _server_name(scope)
+    origin = await _ensure_started(scope)  # our node takes part in the scope in any case
     if node == _api.node():
-        await _ensure_started(scope)
+        origin = None
     else:
         from . import rpc  # noqa: PLC0415 - only for pids of other nodes
 
@@ -281,7 +283,7 @@ async def _update(scope: str, node: str, req: tuple) -> Any:
             return "not_joined"  # that node is unreachable: like a dead pid, nothing to do
     tag = _api.make_ref()
     try:
-        result, peers = await gen_server.call((name, node), (*req, (self_pid(), tag)),
+        result, peers = await gen_server.call((name, node), (*req, (self_pid(), tag), origin),
                                               _ACK_TIMEOUT)
     except (CallExit, CallTimeout):
         return "not_joined"
@@ -339,15 +341,16 @@ class _Server(gen_server.GenServer):
     """A scope server: owns this node's memberships, mirrors its peers'.
 
     Client call → callback it triggers:
-        `join` / `leave` → handle_call ("join" | "leave", group, pids, ack_to), then the
-                           peers get ("join" | "leave", server, group, pids, ack_to) in
+        `join` / `leave` → handle_call ("join" | "leave", group, pids, ack_to, origin), then
+                           the peers get ("join" | "leave", server, group, pids, ack_to) in
                            handle_info and acknowledge to the caller
         `monitor` → handle_cast ("watch", pid) (clean-up when the watcher exits)
         a member, peer server or watcher exits → handle_info DOWN
         a new connection → handle_info "$tick" / ("discover", peer) / ("sync", peer, groups)
+        a server starting on another node → handle_call ("hello", its_pid)
     """
 
-    def init(self, scope: str) -> Any:
+    async def init(self, scope: str) -> Any:
         self.scope = scope
         scopes = _scopes()
         st = scopes.get(scope)
@@ -363,11 +366,25 @@ class _Server(gen_server.GenServer):
         self.known: set[str] = set()
         for w in {w for w, _ in st.watches.values()}:  # watches made before we started
             self.watcher_mons[w] = _api.monitor(w)
-        name = _server_name(scope)
-        for n in _api.nodes():  # servers already running there hear of us at once
-            _api.send((name, n), ("discover", self_pid()))
+        await self._meet()
         self._tick()
         return ("ok", None)
+
+    async def _meet(self) -> None:
+        """Meet the servers already running on the connected nodes before serving anyone.
+
+        So a join made here right after the start reaches them (and they ack it). Two
+        servers starting at once wait on each other until the timeout; the "discover" each
+        hello also sends then completes the meeting.
+        """
+        nodes = _api.nodes()
+        if not nodes:
+            return
+        replies, _ = await gen_server.multi_call(nodes, _server_name(self.scope),
+                                                 ("hello", self_pid()), _HELLO_TIMEOUT)
+        for _node, (peer, groups) in replies:
+            self._add_peer(peer)
+            self._sync(peer, groups)
 
     # ---------------------------------------------------------------- local changes
 
@@ -379,8 +396,18 @@ class _Server(gen_server.GenServer):
             _api.send(peer, msg)
 
     def handle_call(self, req: Any, from_: Any, state: Any) -> Any:
-        kind, group, pids, ack = req
+        if req[0] == "hello":
+            peer = req[1]
+            if self._add_peer(peer):
+                _api.send(peer, ("discover", self_pid()))
+            return ("reply", (self_pid(), self._local_snapshot()), state)
+        kind, group, pids, ack, origin = req
         st = self.st
+        if origin is not None and self._add_peer(origin):
+            # A join from another node's client: make sure that node's server knows us
+            # (and our members) before it hears of the change and acknowledges it.
+            _api.send(origin, ("discover", self_pid()))
+            _api.send(origin, ("sync", self_pid(), self._local_snapshot()))
         here = _api.node()
         pids = [p for p in pids if p.node == here]
         if kind == "join":
