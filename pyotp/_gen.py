@@ -34,6 +34,7 @@ __all__ = [
     "send_request",
     "start",
     "stop",
+    "system_call",
     "system_reply",
 ]
 
@@ -258,7 +259,54 @@ def reply(from_: tuple[Pid, Any], value: Any) -> None:
         if proc.monitors and tag in proc.monitors:
             deliver(proc, (tag, value))
         return
-    _api.send(pid, (tag, value))  # another scheduler or node: that side checks the alias
+    sched = get()
+    local = sched.lookup(pid) if sched is not None else None
+    if local is not None:  # a pid rebuilt from its fields (e.g. decoded from a frame)
+        if local.monitors and tag in local.monitors:
+            deliver(local, (tag, value))
+    elif sched is not None and sched.router is not None and not sched.is_local(pid):
+        sched.router.reply(pid, tag, value)  # another scheduler or node checks the alias
+
+
+async def system_call(
+    dest: Any, request: Any, timeout: float | None = 5.0, what: str = "sys"
+) -> Any:
+    """Send the system request `("$system", from_, request)` and wait for its reply.
+
+    The request shapes are listed in the module docstring; `pyotp.sys_` and `pyotp.code` use
+    this. A process that is not a behaviour never answers, so such a call times out.
+
+    Raises:
+        CallTimeout: no reply within `timeout` seconds (a late reply is dropped).
+        CallExit: as for `call` ("noproc" for a dead process or an unregistered name).
+    """
+    check_timeout(timeout, what)
+    me = current_process(f"{what}()")
+    pid = _resolve(dest)
+    if pid is None:
+        raise CallExit("noproc", f"{what} {dest!r}: no such process (noproc)")
+    if pid == me.pid:
+        raise CallExit("calling_self", f"{what}: a process cannot call itself")
+    sched = get()
+    mref = sched.monitor(me, pid)
+    _api.send(pid, ("$system", (me.pid, mref), request))
+
+    def is_answer(m: Any) -> bool:
+        return type(m) is tuple and (
+            (len(m) == 2 and m[0] == mref)
+            or (len(m) == 5 and m[0] == "DOWN" and m[1] == mref)
+        )
+
+    try:
+        msg = await receive_matching(me, is_answer, timeout, (mref,))
+    except Timeout:
+        sched.demonitor(me, mref, True)
+        raise CallTimeout("timeout", f"{what} {dest!r} timed out after {timeout} s") from None
+    if len(msg) == 2:
+        sched.demonitor(me, mref, True)
+        return msg[1]
+    reason = msg[4]
+    raise CallExit(reason, f"{what} {dest!r} failed: the process exited with {reason!r}")
 
 
 def system_reply(from_: tuple[Pid, Any], value: Any) -> None:
