@@ -273,8 +273,8 @@ async def multi_call(
 
     Returns:
         `(replies, bad_nodes)`: `replies` a list of `(node, reply)`; `bad_nodes` the nodes
-        where no server answered (none registered, it died, the node is down, or `timeout`
-        passed).
+        where no server answered (the node is not connected, none is registered there, it
+        died, the node went down, or `timeout` passed).
 
     Raises:
         BadArg: `nodes` is not a list of str, `name` not a str, or a bad `timeout`.
@@ -286,7 +286,12 @@ async def multi_call(
     me = current_process("gen_server.multi_call()")
     pending: dict[Any, str] = {}
     bad: list[str] = []
+    here = _api.node()
+    connected = set(_api.nodes())
     for n in node_list:
+        if n != here and n not in connected:
+            bad.append(n)  # not connected: a bad node at once, no connection attempt
+            continue
         sent = _gen.send_request((name, n), request)
         if sent is None:
             bad.append(n)
@@ -324,13 +329,17 @@ async def multi_call(
 def abcast(nodes: list[str] | None, name: str, msg: Any) -> None:
     """Cast `msg` to the server registered as `name` on each node (None: all known nodes).
 
-    Returns None at once; nodes without such a server are skipped silently.
+    Returns None at once; nodes without such a server, and nodes that are not connected,
+    are skipped silently.
     """
     node_list = _check_nodes(nodes, "gen_server.abcast")
     if type(name) is not str:
         raise BadArg(f"gen_server.abcast expects a registered name str, got {name!r}")
+    here = _api.node()
+    connected = set(_api.nodes())
     for n in node_list:
-        cast((name, n), msg)
+        if n == here or n in connected:
+            cast((name, n), msg)
 
 
 # ===================================================================== the server process

@@ -99,10 +99,33 @@ def kill(pid):
     pyotp.exit(pid, "kill")
 
 
+class Casted(gen_server.GenServer):
+    """Keeps what it was cast; call "get" returns it; call ("sleep", s) answers late."""
+
+    def init(self, arg):
+        return ("ok", [])
+
+    def handle_cast(self, msg, state):
+        return ("noreply", [*state, msg])
+
+    async def handle_call(self, req, from_, state):
+        if type(req) is tuple and req[0] == "sleep":
+            import asyncio
+
+            await asyncio.sleep(req[1])
+        return ("reply", (pyotp.node(), state), state)
+
+
+async def start_casted(name):
+    return await gen_server.start(Casted, None, name=name)
+
+
 async def serve(name, cookie, ticktime):
     pid = pyotp.spawn(echo)
     await pyotp.register("echo", pid)
     await gen_server.start(KV, None, name="kv")
+    if os.environ.get("PEER_CONNECT"):  # a test wants this node linked to another first
+        await pyotp.net.connect(os.environ["PEER_CONNECT"])
     print("ready", flush=True)
     await pyotp.receive(("never",))
 

@@ -675,6 +675,36 @@ def test_abcast_casts_to_the_named_server_and_returns_none():
     assert pyotp.run(main) == ("cast", "x")
 
 
+def test_multi_call_and_abcast_reach_servers_on_other_nodes(peer):
+    """Ports gen_server_SUITE:multicall_remote and abcast (with real nodes)."""
+    import dist_helpers as h
+    from conftest import COOKIE, T, free_port, node_name
+
+    b, c = peer("b"), peer("c")  # c connected but without the server: a bad node
+
+    async def main():
+        for n in (b.name, c.name):
+            assert await pyotp.net.connect(n)
+        await gen_server.start(h.Casted, None, name="mcr")
+        await pyotp.rpc.call(b.name, h.start_casted, "mcr", timeout=T)
+        ghost = f"ghost@127.0.0.1:{free_port()}"  # not connected: a bad node at once
+        here = pyotp.node()
+        gen_server.abcast(None, "mcr", "hi")
+        gen_server.abcast([ghost], "mcr", "lost")
+        replies, bad = await gen_server.multi_call(
+            [here, b.name, c.name, ghost], "mcr", "get", timeout=T)
+        late, late_bad = await gen_server.multi_call(None, "mcr", ("sleep", 2), timeout=0.2)
+        with pytest.raises(pyotp.Timeout):  # no late reply lands in the mailbox
+            await pyotp.receive(timeout=2.5)
+        return here, replies, sorted(bad), ghost, late, sorted(late_bad)
+
+    here, replies, bad, ghost, late, late_bad = pyotp.run(
+        main, name=node_name("a"), cookie=COOKIE, config={"kernel": {"net_ticktime": 1}})
+    assert sorted(replies) == sorted([(here, (here, ["hi"])), (b.name, (b.name, ["hi"]))])
+    assert bad == sorted([c.name, ghost])
+    assert late == [] and late_bad == sorted([here, b.name, c.name])
+
+
 # ------------------------------------------------------------------ system messages
 
 
