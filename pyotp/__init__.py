@@ -54,7 +54,19 @@ from transport import (
     Timeout as Timeout,
 )
 
-from . import application, gen_event, gen_server, gen_statem, global_, net, pg, rpc, supervisor
+from . import (
+    application,
+    gen_event,
+    gen_server,
+    gen_statem,
+    global_,
+    net,
+    pg,
+    placement,
+    rpc,
+    s_group,
+    supervisor,
+)
 from ._api import (
     cancel_timer as cancel_timer,
 )
@@ -151,14 +163,15 @@ __all__ = [
     "gen_statem",
     "global_",
     "link",
-    "net",
     "make_ref",
     "match",
     "monitor",
     "monitor_node",
+    "net",
     "node",
     "nodes",
     "pg",
+    "placement",
     "process_flag",
     "process_info",
     "processes",
@@ -167,6 +180,7 @@ __all__ = [
     "registered",
     "rpc",
     "run",
+    "s_group",
     "scheduler_statistics",
     "self",
     "send",

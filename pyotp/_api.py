@@ -98,6 +98,9 @@ def spawn(
     if sched is None:
         raise NotInProcess("pyotp.spawn()")
     parent = current_process("pyotp.spawn()") if (link or monitor) else _caller()
+    if placement is not None and placement != "auto" and placement_resolver is not None:
+        node = placement_resolver(placement)  # a placement.Spec: the node it picks
+        placement = "auto" if node == sched.node else None
     if node is not None and node != sched.node:
         if type(node) is not str or sched.router is None or sched.router.ports is None:
             raise BadArg(f"spawn node={node!r}: this node is not distributed (use run(name=))")
@@ -111,6 +114,10 @@ def spawn(
         if target != sched.index:
             return sched.router.spawn(target, fn, args, parent, link, monitor, trap_exit)
     return sched.spawn(fn, args, parent, link, monitor, trap_exit)
+
+
+# Set by pyotp.placement: resolves a placement.Spec to a node name for spawn.
+placement_resolver: Callable[[Any], str] | None = None
 
 
 def _caller() -> Any:

@@ -66,10 +66,11 @@ def load(config: str | os.PathLike | dict[str, Any] | None) -> dict[str, dict[st
 class Node:
     """Internal: what the running node was booted with."""
 
-    __slots__ = ("config", "halted", "main")
+    __slots__ = ("attributes", "config", "halted", "main")
 
     def __init__(self, config: dict[str, dict[str, Any]]) -> None:
         self.config = config
+        self.attributes: dict[str, Any] = {}  # run(attributes=...), for placement
         self.main: Pid | None = None  # the first process; its end means "node stopping"
         self.halted: Any = None  # the reason the node was taken down, if it was
 

@@ -89,7 +89,9 @@ def run(
     gc.set_threshold(max(thresholds[0], 10_000), *thresholds[1:])
     try:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            return runner.run(_boot(main, args, name, cookie, cfg, schedulers))
+            return runner.run(
+                _boot(main, args, name, cookie, cfg, schedulers, dict(attributes or {}))
+            )
     finally:
         gc.set_threshold(*thresholds)
 
@@ -101,6 +103,7 @@ async def _boot(
     cookie: str | None,
     cfg: dict,
     schedulers: int,
+    attributes: dict[str, Any],
 ) -> Any:
     loop = asyncio.get_running_loop()
     # A creation unique to this incarnation of the node: pids of an earlier run of a node
@@ -109,6 +112,7 @@ async def _boot(
     sched = Scheduler(loop, node=name or "nonode@nohost", creation=creation)
     set_current(sched)
     node = _config.boot(cfg)
+    node.attributes = attributes
     monitor = LoadMonitor(sched)
     monitor.start()
     sched.load = monitor
@@ -122,6 +126,7 @@ async def _boot(
         control = NodeControl(pool, name, resolve_cookie(cookie), ticktime)
         sched.router.net_connect = control.connect
         sched.router.net_disconnect = control.disconnect
+        sched.router.node_control = control
     elif schedulers > 1:
         pool = Pool(sched, schedulers, max_message_size=max_size)
     stopped_by_signal = False

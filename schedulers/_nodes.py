@@ -121,6 +121,8 @@ class NodeControl:
         self._tasks: set[asyncio.Task] = set()
         self.sock: Any = None
         self.refused = 0
+        # Set by pyotp.s_group while this node is in an s_group: node -> may we connect?
+        self.transitive_filter: Any = None
 
     # ------------------------------------------------------------------ start / stop
 
@@ -418,9 +420,11 @@ class NodeControl:
         fut = self.connecting.pop(conn.name, None)
         if fut is not None and not fut.done():
             fut.set_result(True)
-        for other in info.nodes:  # transitive: a full mesh, as in Erlang
+        for other in info.nodes:  # transitive: a full mesh, as in Erlang ...
             if other != self.name and other not in self.conns:
-                self.connect_soon(other)
+                # ... unless this node is in s_groups: then only inside its groups (SD Erlang)
+                if self.transitive_filter is None or self.transitive_filter(other):
+                    self.connect_soon(other)
 
     def _node_down(self, node: str, announce: bool = True) -> None:
         conn = self.conns.pop(node, None)

@@ -79,6 +79,7 @@ class Router:
         self.node_watchers: dict[str, list[Pid]] = {}  # monitor_node watchers
         self.net_connect: Any = None  # scheduler 0: async connect(node) -> bool
         self.net_disconnect: Any = None
+        self.node_control: Any = None  # scheduler 0 of a distributed node: its NodeControl
         self._tasks: set = set()
         self._acks: dict[Any, list] = {}
         self._pending_names: dict[str, Any] = {}

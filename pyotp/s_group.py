@@ -1,0 +1,318 @@
+"""s_groups (Scalable Distributed Erlang): named groups of nodes that connect only inside.
+
+Where it sits: user code → **pyotp.s_group** → an s_group server on every member node (a
+gen_server registered locally as "$s_group", started on first use) → node control, whose
+transitive connections are limited to the groups of a node in any s_group.
+
+A free node (in no s_group) connects transitively, as in Erlang. A node in s_groups connects
+only to the members of its groups: connections are not transitive across groups. Each group
+has its own name space (`register_name(group, name, pid)`), replicated on its members;
+a name is dropped when its process exits or its node goes down.
+
+Shapes follow the RELEASE project's `s_group.erl`: `new_s_group` returns `(name, nodes)`,
+`own_s_groups()` a list of `(name, nodes)`, `s_groups()` `(own_names, other_names)` or None on
+a free node, `remove_nodes` returns None; errors raise `OtpError` with reasons
+"s_group_name_is_in_use", "remote_s_group", "cannot_remove_itself".
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from schedulers import current_process, get
+from transport import BadArg, OtpError, Pid
+
+from . import _api, gen_server, net, rpc
+
+__all__ = [
+    "add_nodes",
+    "delete_s_group",
+    "new_s_group",
+    "own_s_groups",
+    "register_name",
+    "remove_nodes",
+    "s_groups",
+    "send",
+    "whereis_name",
+]
+
+SERVER = "$s_group"
+_T = 5.0
+
+# This node's replica, kept by its server (scheduler 0) and read by plain calls there.
+_groups: dict[str, list[str]] = {}  # own groups -> members
+_known: set[str] = set()  # groups of other nodes this node heard of
+_names: dict[tuple[str, str], Pid] = {}
+
+
+class _Server(gen_server.GenServer):
+    """Internal: the s_group server of one node."""
+
+    def init(self, _arg: Any) -> Any:
+        _install_filter()
+        return ("ok", {})
+
+    def handle_call(self, req: Any, from_: Any, monitors: dict) -> Any:
+        op = req[0]
+        if op == "set_group":  # (op, name, members or None to drop)
+            _, name, members = req
+            here = _api.node()
+            if members is None or here not in members:
+                _groups.pop(name, None)
+                if members is None:
+                    _known.discard(name)
+                else:
+                    _known.add(name)  # a group we were removed from is now another's
+                for key in [k for k in _names if k[0] == name]:
+                    del _names[key]
+            else:
+                _groups[name] = sorted(members)
+                _known.discard(name)
+                for node in members:
+                    if node != here:
+                        _api.monitor_node(node, True)
+            return ("reply", "ok", monitors)
+        if op == "known":
+            _known.add(req[1])
+            return ("reply", "ok", monitors)
+        if op == "reserve":  # (op, group, name, pid): True if free or already this pid
+            _, group, name, pid = req
+            holder = _names.get((group, name))
+            if holder is not None and holder != pid:
+                return ("reply", False, monitors)
+            _names[(group, name)] = pid
+            if pid.node == _api.node() and pid not in monitors.values():
+                monitors[_api.monitor(pid)] = pid
+            return ("reply", True, monitors)
+        if op == "drop":  # (op, group, name, pid)
+            _, group, name, pid = req
+            if _names.get((group, name)) == pid:
+                del _names[(group, name)]
+            return ("reply", "ok", monitors)
+        return ("reply", ("error", "unknown_request"), monitors)
+
+    def handle_info(self, msg: Any, monitors: dict) -> Any:
+        if type(msg) is tuple and len(msg) == 5 and msg[0] == "DOWN":
+            pid = monitors.pop(msg[1], None)
+            for key in [k for k, p in _names.items() if p == pid]:
+                del _names[key]
+                for node in _groups.get(key[0], ()):
+                    if node != _api.node():
+                        gen_server.cast((SERVER, node), ("$drop", key[0], key[1], pid))
+        elif type(msg) is tuple and len(msg) == 2 and msg[0] == "nodedown":
+            for key in [k for k, p in _names.items() if p.node == msg[1]]:
+                del _names[key]
+        return ("noreply", monitors)
+
+    def handle_cast(self, msg: Any, monitors: dict) -> Any:
+        if msg[0] == "$drop" and _names.get((msg[1], msg[2])) == msg[3]:
+            del _names[(msg[1], msg[2])]
+        return ("noreply", monitors)
+
+    def terminate(self, reason: Any, monitors: dict) -> None:
+        _groups.clear()
+        _known.clear()
+        _names.clear()
+        _remove_filter()
+
+
+def _install_filter() -> None:
+    control = get().router.node_control if get().router is not None else None
+    if control is not None:
+        control.transitive_filter = _may_connect
+
+
+def _remove_filter() -> None:
+    sched = get()
+    control = sched.router.node_control if sched is not None and sched.router else None
+    if control is not None and control.transitive_filter is _may_connect:
+        control.transitive_filter = None
+
+
+def _may_connect(node: str) -> bool:
+    if not _groups:
+        return True  # a free node connects transitively
+    return any(node in members for members in _groups.values())
+
+
+async def _ensure_started(node: str | None = None) -> None:
+    if node is not None and node != _api.node():
+        await rpc.call(node, _ensure_started, timeout=_T)
+        return
+    if _api.whereis(SERVER) is None:
+        try:
+            await gen_server.start(_Server, None, name=SERVER, scheduler=0)
+        except Exception as exc:  # started meanwhile by another caller
+            if _api.whereis(SERVER) is None:
+                raise OtpError("s_group_server_failed", f"s_group server: {exc}") from None
+
+
+def _check_group(name: Any, what: str) -> None:
+    if type(name) is not str or not name:
+        raise BadArg(f"{what} expects an s_group name str, got {name!r}")
+
+
+def _check_nodes(nodes: Any, what: str) -> list[str]:
+    if not isinstance(nodes, (list, tuple)) or not all(
+        type(n) is str and n.count("@") == 1 for n in nodes
+    ):
+        raise BadArg(f"{what} expects a list of node names, got {nodes!r}")
+    return list(dict.fromkeys(nodes))
+
+
+async def _distribute(name: str, members: list[str] | None, targets: list[str]) -> None:
+    for node in targets:
+        if node == _api.node():
+            await gen_server.call(SERVER, ("set_group", name, members), _T)
+            continue
+        if not await net.connect(node):
+            raise OtpError(("nodedown", node), f"s_group {name!r}: cannot reach {node!r}")
+        await _ensure_started(node)
+        await gen_server.call((SERVER, node), ("set_group", name, members), _T)
+
+
+def _require_distributed(what: str) -> None:
+    sched = get()
+    if sched.router is None or sched.router.ports is None:
+        raise OtpError("not_distributed", f"{what}: this node is not distributed (run(name=))")
+
+
+async def new_s_group(name: str, nodes: list[str]) -> tuple[str, list[str]]:
+    """Create s_group `name` of `nodes` (this node included); return `(name, nodes)`.
+
+    Raises:
+        OtpError: "s_group_name_is_in_use" for a name this node knows; ("nodedown", n)
+            when a member cannot be reached.
+    """
+    current_process("pyotp.s_group.new_s_group()")
+    _check_group(name, "new_s_group")
+    members = _check_nodes(nodes, "new_s_group")
+    _require_distributed("new_s_group")
+    await _ensure_started()
+    if name in _groups or name in _known:
+        raise OtpError("s_group_name_is_in_use", f"s_group name {name!r} is in use")
+    here = _api.node()
+    if here not in members:
+        members.insert(0, here)
+    members = sorted(members)
+    # Our own replica first: the connections made below must already be group-limited.
+    await gen_server.call(SERVER, ("set_group", name, members), _T)
+    await _distribute(name, members, [n for n in members if n != here])
+    return (name, members)
+
+
+async def delete_s_group(name: str) -> None:
+    """Delete s_group `name` on all its members.
+
+    Raises:
+        OtpError: "remote_s_group" when this node is not a member.
+    """
+    current_process("pyotp.s_group.delete_s_group()")
+    _check_group(name, "delete_s_group")
+    await _ensure_started()
+    members = _own(name)
+    await _distribute(name, None, members)
+
+
+def _own(name: str) -> list[str]:
+    members = _groups.get(name)
+    if members is None:
+        raise OtpError("remote_s_group", f"this node is not in s_group {name!r}")
+    return list(members)
+
+
+async def add_nodes(name: str, nodes: list[str]) -> tuple[str, list[str]]:
+    """Add `nodes` to s_group `name`; return `(name, all members)`.
+
+    Raises:
+        OtpError: "remote_s_group" when this node is not a member.
+    """
+    current_process("pyotp.s_group.add_nodes()")
+    _check_group(name, "add_nodes")
+    new = _check_nodes(nodes, "add_nodes")
+    await _ensure_started()
+    members = sorted(set(_own(name)) | set(new))
+    await _distribute(name, members, members)
+    return (name, members)
+
+
+async def remove_nodes(name: str, nodes: list[str]) -> None:
+    """Remove `nodes` from s_group `name`.
+
+    Raises:
+        OtpError: "remote_s_group" when this node is not a member; "cannot_remove_itself"
+            when `nodes` holds this node.
+    """
+    current_process("pyotp.s_group.remove_nodes()")
+    _check_group(name, "remove_nodes")
+    gone = _check_nodes(nodes, "remove_nodes")
+    await _ensure_started()
+    members = _own(name)
+    if _api.node() in gone:
+        raise OtpError("cannot_remove_itself", "remove_nodes: a node cannot remove itself")
+    left = [n for n in members if n not in gone]
+    await _distribute(name, left, members)
+
+
+async def s_groups() -> tuple[list[str], list[str]] | None:
+    """Return `(own group names, other known group names)`, or None on a free node."""
+    current_process("pyotp.s_group.s_groups()")
+    if not _groups and not _known:
+        return None
+    return (sorted(_groups), sorted(_known - set(_groups)))
+
+
+async def own_s_groups() -> list[tuple[str, list[str]]]:
+    """Return this node's s_groups as `(name, members)`."""
+    current_process("pyotp.s_group.own_s_groups()")
+    return [(name, list(members)) for name, members in sorted(_groups.items())]
+
+
+async def register_name(group: str, name: str, pid: Pid) -> bool:
+    """Register `name` for `pid` in s_group `group` (on all its members); False if taken.
+
+    Raises:
+        OtpError: "remote_s_group" when this node is not a member of `group`.
+        BadArg: a malformed argument.
+    """
+    current_process("pyotp.s_group.register_name()")
+    _check_group(group, "register_name")
+    if type(name) is not str or type(pid) is not Pid:
+        raise BadArg(f"register_name expects (group, name str, pid), got {name!r}, {pid!r}")
+    await _ensure_started()
+    members = _own(group)
+    reserved = []
+    for node in members:
+        dest = SERVER if node == _api.node() else (SERVER, node)
+        try:
+            ok = await gen_server.call(dest, ("reserve", group, name, pid), _T)
+        except Exception:  # a member that cannot answer cannot agree
+            ok = False
+        if not ok:
+            for done in reserved:
+                d = SERVER if done == _api.node() else (SERVER, done)
+                await gen_server.call(d, ("drop", group, name, pid), _T)
+            return False
+        reserved.append(node)
+    return True
+
+
+async def whereis_name(group: str, name: str) -> Pid | None:
+    """Return the pid registered as `name` in `group`, or None."""
+    current_process("pyotp.s_group.whereis_name()")
+    _check_group(group, "whereis_name")
+    return _names.get((group, name))
+
+
+def send(group: str, name: str, msg: Any) -> Pid:
+    """Send `msg` to the process registered as `name` in `group`; return its pid.
+
+    Raises:
+        BadArg: no such name in that group (as Erlang's exit badarg).
+    """
+    current_process("pyotp.s_group.send()")
+    pid = _names.get((group, name))
+    if pid is None:
+        raise BadArg(f"s_group.send: no process is registered as {name!r} in {group!r}")
+    _api.send(pid, msg)
+    return pid
