@@ -420,11 +420,12 @@ class NodeControl:
         fut = self.connecting.pop(conn.name, None)
         if fut is not None and not fut.done():
             fut.set_result(True)
-        for other in info.nodes:  # transitive: a full mesh, as in Erlang ...
-            if other != self.name and other not in self.conns:
-                # ... unless this node is in s_groups: then only inside its groups (SD Erlang)
-                if self.transitive_filter is None or self.transitive_filter(other):
-                    self.connect_soon(other)
+        # Transitive: a full mesh, as in Erlang, unless this node is in s_groups: then only
+        # inside its groups (SD Erlang).
+        allowed = self.transitive_filter or (lambda _node: True)
+        for other in info.nodes:
+            if other != self.name and other not in self.conns and allowed(other):
+                self.connect_soon(other)
 
     def _node_down(self, node: str, announce: bool = True) -> None:
         conn = self.conns.pop(node, None)

@@ -35,7 +35,7 @@ from transport import _codec
 from transport import _frames as F
 from transport._zmq import Mesh, NodePorts
 
-from ._router import Router
+from ._router import MAX_MESSAGE_SIZE, Router
 
 __all__ = ["Pool"]
 
@@ -59,7 +59,8 @@ class Pool:
         # node could not (see _sweep_stale_dirs).
         self.dir = tempfile.mkdtemp(prefix=f"pyotp-{os.getpid()}-")
         self.endpoints = {k: f"ipc://{self.dir}/s{k}" for k in range(n)}
-        self.mesh = Mesh(self.loop, self.endpoints[0], self._on_batch)
+        frame_limit = frame_size_limit(max_message_size)
+        self.mesh = Mesh(self.loop, self.endpoints[0], self._on_batch, frame_limit)
         self.router = Router(sched, self.mesh, {0: sched.creation})
         self.router.control = self._on_control
         if max_message_size is not None:
@@ -75,7 +76,7 @@ class Pool:
         self.host = host
         self.tcp_endpoints: dict[int, str] = {}
         if host is not None:
-            ports = NodePorts(self.loop, host, self.router.on_node_batch)
+            ports = NodePorts(self.loop, host, self.router.on_node_batch, frame_limit)
             self.router.ports = ports
             self.tcp_endpoints[0] = ports.endpoint
         main = sys.modules.get("__main__")
@@ -227,3 +228,13 @@ def _sweep_stale_dirs() -> None:
         if owner == os.getpid() or psutil.pid_exists(owner):
             continue
         shutil.rmtree(os.path.join(tmp, entry), ignore_errors=True)
+
+
+def frame_size_limit(max_message_size: int | None) -> int:
+    """The largest ZeroMQ message a scheduler accepts: one maximal message plus framing.
+
+    ZeroMQ drops the connection of a peer that sends more (before anything is decoded), so a
+    flood from an unauthenticated or broken peer costs no memory; the sender's own check
+    (`max_message_size`, at `send`) keeps honest peers far below it.
+    """
+    return 2 * (max_message_size or MAX_MESSAGE_SIZE) + 65536

@@ -22,6 +22,7 @@ from transport import _frames as F
 from transport._zmq import Mesh, NodePorts
 
 from ._load import LoadMonitor
+from ._pool import frame_size_limit
 from ._router import Router
 from ._scheduler import Scheduler, set_current
 
@@ -64,7 +65,8 @@ async def _serve(config: dict[str, Any]) -> None:
     def on_batch(data: bytes) -> None:
         routers[0].on_batch(data)
 
-    mesh = Mesh(loop, endpoints[index], on_batch)
+    frame_limit = frame_size_limit(config.get("max_message_size"))
+    mesh = Mesh(loop, endpoints[index], on_batch, frame_limit)
     router = Router(sched, mesh, creations)
     routers.append(router)
     if config.get("max_message_size"):
@@ -73,7 +75,7 @@ async def _serve(config: dict[str, Any]) -> None:
         if k != index:
             mesh.connect(k, endpoint)
     if config.get("host"):
-        router.ports = NodePorts(loop, config["host"], router.on_node_batch)
+        router.ports = NodePorts(loop, config["host"], router.on_node_batch, frame_limit)
     done = loop.create_future()
     tasks: set[asyncio.Task] = set()
 

@@ -278,3 +278,27 @@ def test_the_port_mapper_finds_a_node_by_name(tmp_path):
             os.kill(_epmd.ping(epmd_port=epmd_port), signal.SIGKILL)
         except Exception:
             pass
+
+
+def test_an_oversized_frame_on_the_data_port_harms_no_one(peer):
+    b = peer()
+
+    async def main():
+        import zmq
+
+        from schedulers import get
+
+        assert await pyotp.net.connect(b.name)
+        ours = get().router.ports.endpoint
+        sock = zmq.Context.instance().socket(zmq.PUSH)
+        sock.setsockopt(zmq.LINGER, 2000)
+        sock.connect(ours)
+        sock.send_multipart([b"x" * 32, b"y" * 3_000_000])  # over the limit: connection dropped
+        sock.close()
+        await asyncio.sleep(0.2)
+        pyotp.send(("echo", b.name), (pyotp.self(), "still fine"))
+        return (await pyotp.receive(("echo", ANY, ANY), timeout=T))[1]
+
+    assert pyotp.run(main, name=node_name("a"), cookie=COOKIE,
+                     config={"kernel": {"net_ticktime": 1, "max_message_size": 100_000}}
+                     ) == "still fine"
