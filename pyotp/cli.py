@@ -8,7 +8,10 @@ Where it sits: the shell → **cli** → `pyotp.run` (a function as the node's f
     pyotp run MODULE:APP    starts the App (and its dependencies) as permanent applications;
                             runs until SIGTERM or Ctrl-C (stopped cleanly, 0) or until it
                             dies (1)
-    a bad MODULE:ATTR, option or config file exits with 2
+    pyotp ping NODE         boots a temporary node, connects: prints "pong" (0) or "pang" (1)
+    pyotp top NODE          connects like ping and shows the node's schedulers and busiest
+                            processes, refreshed every --interval s (or --once)
+    a bad MODULE:ATTR, node name, option or config file exits with 2
 
 Importing this module stays cheap: typer loads only when the command line is built.
 """
@@ -20,6 +23,7 @@ import importlib
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 from typing import Any
@@ -32,8 +36,7 @@ __all__ = ["main"]
 
 EXIT_CRASH = 1
 EXIT_USAGE = 2
-
-_NO_DIST = "distribution not available yet"
+EXIT_PANG = 1
 
 
 class _UsageError(Exception):
@@ -138,6 +141,138 @@ def _run_command(
     return 0
 
 
+# --------------------------------------------------------------------- ping, top
+
+
+def _temp_node(target: str, prefix: str) -> str:
+    """A unique name for a short-lived node on the host of `target` (with its own port, so
+    it never registers with the port mapper)."""
+    from schedulers._nodes import parse_node  # noqa: PLC0415 - only for ping/top
+
+    try:
+        host = parse_node(target)[1]
+    except (ValueError, TypeError):
+        raise _UsageError(
+            f"expected a node name like 'n@host' or 'n@host:port', got {target!r}"
+        ) from None
+    with socket.socket() as s:
+        try:
+            s.bind((host, 0))
+        except OSError:
+            s.bind(("", 0))
+        port = s.getsockname()[1]
+    return f"{prefix}{os.getpid()}@{host}:{port}"
+
+
+def _quiet_net_logs() -> None:
+    # A refused or unreachable node is the answer here ("pang"), not an error to shout.
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.CRITICAL)
+
+
+async def _ping_main(node: str) -> bool:
+    return await pyotp.net.connect(node)
+
+
+def _ping_command(node: str, cookie: str | None) -> int:
+    name = _temp_node(node, "ping")
+    _quiet_net_logs()
+    try:
+        ok = pyotp.run(_ping_main, node, name=name, cookie=cookie)
+    except pyotp.BadArg as e:
+        raise _UsageError(str(e)) from None
+    print("pong" if ok else "pang", flush=True)
+    return 0 if ok else EXIT_PANG
+
+
+async def _top_snapshot(limit: int = 10) -> dict[str, Any]:
+    """Run on the watched node: its schedulers and busiest processes, as plain terms."""
+    scheds = [
+        (s.index, s.os_pid, s.processes, s.run_queue, s.long_steps, s.cpu, s.lag)
+        for s in pyotp.scheduler_statistics()
+    ]
+    procs = []
+    for pid in await pyotp.processes():
+        info = await pyotp.process_info(pid)
+        if info is None:
+            continue
+        fn = info.get("current_function")
+        fn_name = ".".join(x for x in fn if x) if type(fn) is tuple else str(fn or "")
+        procs.append((
+            repr(pid), info.get("registered_name") or "", info["message_queue_len"],
+            info["reductions"], info["scheduler"], info["status"], fn_name,
+        ))
+    procs.sort(key=lambda p: (-p[2], -p[3]))
+    return {"node": pyotp.node(), "schedulers": scheds, "count": len(procs),
+            "top": procs[:limit]}
+
+
+def _render(snap: dict[str, Any]) -> str:
+    lines = [f"node {snap['node']}: {snap['count']} processes", ""]
+    lines.append(f"{'SCHED':>5} {'OS PID':>8} {'PROCS':>7} {'RUNQ':>6} {'LONG':>6} "
+                 f"{'CPU%':>6} {'LAG ms':>8}")
+    for index, os_pid, procs, runq, long_steps, cpu, lag in snap["schedulers"]:
+        lines.append(f"{index:>5} {os_pid or '-':>8} {procs:>7} {runq:>6} {long_steps:>6} "
+                     f"{cpu:>6.1f} {lag * 1000:>8.1f}")
+    lines.append("")
+    lines.append(f"{'PID':<34} {'NAME':<24} {'MSGQ':>6} {'REDS':>10} {'SCHED':>5} "
+                 f"{'STATUS':<9} FUNCTION")
+    for pid, name, qlen, reds, sched, status, fn in snap["top"]:
+        lines.append(f"{pid:<34} {str(name)[:24]:<24} {qlen:>6} {reds:>10} {sched:>5} "
+                     f"{status:<9} {fn}")
+    return "\n".join(lines)
+
+
+async def _top_main(node: str, interval: float | None, limit: int) -> int:
+    if not await pyotp.net.connect(node):
+        print(f"pyotp top: cannot connect to {node} (pang)", file=sys.stderr, flush=True)
+        return EXIT_PANG
+    clear = sys.stdout.isatty() and interval is not None
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGINT, pyotp.send, pyotp.self(), "$interrupted")
+    try:
+        while True:
+            try:
+                snap = await pyotp.rpc.call(node, _top_snapshot, limit, timeout=10.0)
+            except pyotp.OtpError as e:
+                print(f"pyotp top: {node} did not answer: {e.reason!r}", file=sys.stderr,
+                      flush=True)
+                return EXIT_PANG
+            print(("\x1b[H\x1b[2J" if clear else "") + _render(snap), flush=True)
+            if interval is None:
+                return 0
+            try:  # the pause between views; Ctrl-C ends it, and the command, cleanly
+                await pyotp.receive("$interrupted", timeout=interval)
+                return 0
+            except pyotp.Timeout:
+                pass
+    finally:
+        loop.remove_signal_handler(signal.SIGINT)
+
+
+def _top_command(
+    node: str | None, cookie: str | None, interval: float, once: bool, limit: int
+) -> int:
+    if not node:
+        raise _UsageError(
+            "which node? give its name, like 'pyotp top n@host' (a live view watches a "
+            "running node from outside; this command boots no node of its own to watch)"
+        )
+    if interval <= 0:
+        raise _UsageError(f"--interval expects seconds > 0, got {interval!r}")
+    if limit < 1:
+        raise _UsageError(f"--limit expects an int >= 1, got {limit!r}")
+    name = _temp_node(node, "top")
+    _quiet_net_logs()
+    try:
+        return pyotp.run(_top_main, node, None if once else interval, limit, name=name,
+                         cookie=cookie)
+    except pyotp.BadArg as e:
+        raise _UsageError(str(e)) from None
+    except KeyboardInterrupt:
+        return 0
+
+
 def _bench_script() -> str:
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     return os.path.join(here, "scripts", "bench")
@@ -198,32 +333,40 @@ def _build() -> Any:
     @cli.command("top")
     def top_cmd(
         node: str = typer.Argument(None, help="The node to watch, like n@host."),
+        cookie: str = typer.Option(None, "--cookie", help="Distribution cookie."),
+        interval: float = typer.Option(2.0, "--interval", help="Seconds between views."),
+        once: bool = typer.Option(False, "--once", help="Print one view and exit."),
+        limit: int = typer.Option(10, "--limit", help="How many processes to list."),
     ) -> None:
-        """Show a live view of a node: schedulers, load, processes, queues.
+        """Show a view of a running node: schedulers, load, busiest processes, queues.
 
-        A live view watches a running node from outside, so it needs distribution, which
-        this build does not have yet: the command says so and exits with 2.
+        Connects like `pyotp ping` (a temporary node with the default cookie unless
+        --cookie) and refreshes every --interval seconds until Ctrl-C, or once with --once.
+        Exits 1 when the node cannot be reached, 2 without a node name.
         """
-        what = f"node {node!r}" if node else "a running node"
-        typer.echo(
-            f"pyotp top: a live view of {what} needs distribution, which is coming; "
-            f"{_NO_DIST}",
-            err=True,
-        )
-        raise typer.Exit(EXIT_USAGE)
+        try:
+            code = _top_command(node, cookie, interval, once, limit)
+        except _UsageError as e:
+            typer.echo(f"pyotp top: error: {e}", err=True)
+            raise typer.Exit(EXIT_USAGE) from None
+        raise typer.Exit(code)
 
     @cli.command("ping")
     def ping_cmd(
         node: str = typer.Argument(..., help="The node to ping, like n@host."),
         cookie: str = typer.Option(None, "--cookie", help="Distribution cookie."),
     ) -> None:
-        """Ping a node: exit 0 on pong.
+        """Ping a node: print "pong" and exit 0 when it answers, else "pang" and exit 1.
 
-        Pinging needs distribution, which this build does not have yet: the command says
-        so and exits with 2.
+        A temporary node (`ping<os pid>@<host of NODE>`) connects with the cookie (the
+        default one, PYOTP_COOKIE or ~/.pyotp.cookie, unless --cookie).
         """
-        typer.echo(f"pyotp ping {node}: {_NO_DIST}", err=True)
-        raise typer.Exit(EXIT_USAGE)
+        try:
+            code = _ping_command(node, cookie)
+        except _UsageError as e:
+            typer.echo(f"pyotp ping: error: {e}", err=True)
+            raise typer.Exit(EXIT_USAGE) from None
+        raise typer.Exit(code)
 
     return cli
 

@@ -159,13 +159,82 @@ def test_run_an_app_whose_top_dies_exits_non_zero(workdir):
     assert "svc stopped" in r.stdout
 
 
-def test_top_and_ping_say_distribution_is_not_available_yet(workdir):
+def test_ping_answers_pong_for_a_live_node_and_pang_otherwise(workdir, peer):
+    from conftest import COOKIE, free_port
+
+    b = peer()
+    r = pyotp_cli(workdir, "ping", b.name, "--cookie", COOKIE)
+    assert (r.returncode, r.stdout.strip()) == (0, "pong"), r.stderr
+    r = pyotp_cli(workdir, "ping", b.name, "--cookie", "not-the-cookie")
+    assert (r.returncode, r.stdout.strip()) == (1, "pang")
+    r = pyotp_cli(workdir, "ping", f"ghost@127.0.0.1:{free_port()}", "--cookie", COOKIE)
+    assert (r.returncode, r.stdout.strip()) == (1, "pang")
+    r = pyotp_cli(workdir, "ping", "no-at-sign")
+    assert r.returncode == 2 and "node name" in r.stderr
+
+
+def test_ping_uses_the_cookie_from_the_environment(workdir, peer):
+    from conftest import COOKIE
+
+    b = peer()
+    r = subprocess.run(
+        [sys.executable, "-m", "pyotp", "ping", b.name], cwd=workdir, capture_output=True,
+        text=True, timeout=TIMEOUT, check=False, env={**os.environ, "PYOTP_COOKIE": COOKIE},
+    )
+    assert (r.returncode, r.stdout.strip()) == (0, "pong"), r.stderr
+
+
+def test_top_once_prints_the_schedulers_and_processes_of_a_node(workdir, peer):
+    from conftest import COOKIE
+
+    b = peer()
+    r = pyotp_cli(workdir, "top", b.name, "--cookie", COOKIE, "--once", "--limit", "50")
+    assert r.returncode == 0, r.stderr
+    out = r.stdout
+    assert f"node {b.name}" in out
+    assert "SCHED" in out and "RUNQ" in out and "LAG ms" in out
+    assert "MSGQ" in out and "REDS" in out
+    assert "echo" in out and "kv" in out  # the peer's registered processes
+
+
+def test_top_without_a_node_says_which_node_and_exits_2(workdir):
     r = pyotp_cli(workdir, "top")
     assert r.returncode == 2
-    assert "distribution" in r.stderr
-    r = pyotp_cli(workdir, "ping", "a@127.0.0.1")
-    assert r.returncode == 2
-    assert "distribution not available yet" in r.stderr
+    assert "which node" in r.stderr
+
+
+def test_top_of_an_unreachable_node_exits_1(workdir):
+    from conftest import free_port
+
+    r = pyotp_cli(workdir, "top", f"ghost@127.0.0.1:{free_port()}", "--once",
+                  "--cookie", "c")
+    assert r.returncode == 1 and "cannot connect" in r.stderr
+
+
+def test_top_refreshes_every_interval_until_interrupted(workdir, peer):
+    from conftest import COOKIE
+
+    b = peer()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pyotp", "top", b.name, "--cookie", COOKIE,
+         "--interval", "0.2"],
+        cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        views = 0
+        deadline = time.monotonic() + TIMEOUT
+        while views < 2 and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            views += line.replace("\x1b[H\x1b[2J", "").startswith("node ")
+        assert views >= 2
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=TIMEOUT) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate(timeout=TIMEOUT)
 
 
 def test_the_console_script_module_imports_without_loading_typer():
