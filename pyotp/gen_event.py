@@ -43,7 +43,7 @@ from typing import Any
 from schedulers import current_process, get, receive_matching
 from transport import BadArg, Crash, Exit, NotInProcess, NotSerializable, OtpError, Pid
 
-from . import _api, _gen
+from . import _api, _debug, _gen
 
 __all__ = [
     "Handler",
@@ -415,6 +415,7 @@ class _Manager:
         self.parent = parent  # set only when started linked: its EXIT stops the manager
         self.handlers: list[_Installed] = []
         self.suspended = False
+        self.dbg: Any = None  # sys_ statistics/trace; None costs one test per message
 
     def modules(self) -> list[str]:
         """The module names of the installed handlers (for code upgrade)."""
@@ -429,7 +430,12 @@ class _Manager:
                 msg = await receive_matching(me, _is_system, None)
             else:
                 msg = await receive_matching(me, None, None)
+            dbg = self.dbg
+            if dbg is not None:
+                dbg.msg_in(msg)
             await self.dispatch(msg)
+            if dbg is not None and self.dbg is not None:
+                dbg.new_state(self.get_state())
 
     async def dispatch(self, msg: Any) -> None:
         if type(msg) is tuple and msg:
@@ -764,6 +770,9 @@ class _Manager:
             _gen.reply(from_, self.get_status())
         elif type(req) is tuple and len(req) == 4 and req[0] == "code_change":
             _gen.reply(from_, await self.code_change(req[1], req[2], req[3]))
+        elif type(req) is tuple and len(req) == 2 and req[0] == "debug":
+            self.dbg, answer = _debug.request(self.proc, self.dbg, req[1], self.get_state())
+            _gen.reply(from_, answer)
         else:
             _gen.reply(from_, ("error", ("unknown_system_msg", req)))
 

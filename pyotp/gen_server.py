@@ -19,6 +19,7 @@ System requests (for `sys_` and `code`), answered with `_gen.reply(from_, value)
     ("code_change", module, old_vsn, extra) -> "ok", or ("error", reason) and the old
                                             code and state are kept
     ("terminate", reason)                -> (no reply) terminate(reason, state), exit reason
+    ("debug", ("statistics" | "trace", flag)) -> see `pyotp._debug` (sys_.statistics/trace)
 
 The parent of a server is the process that started it (for `start` as for `start_link`), so a
 server that traps exits also runs `terminate` when the node shuts down.
@@ -33,7 +34,7 @@ from typing import Any
 from schedulers import current_process, deliver, get, receive_matching
 from transport import BadArg, Crash, Exit, Pid, Timeout
 
-from . import _api, _gen
+from . import _api, _debug, _gen
 
 __all__ = [
     "GenServer",
@@ -437,8 +438,11 @@ async def _loop(proc: Any, mod: Any, state: Any, parent: Pid, extra: Any) -> Non
     "infinity" or ("continue", c)); it decides how the next message is waited for.
     """
     last: Any = None
+    dbg: Any = None  # sys_ statistics/trace; while None it costs one test per message
     try:
         while True:
+            if dbg is not None:
+                dbg.new_state(state)
             # 1. How to wait: a pending ("continue", c) runs before any message.
             timeout = None
             if extra is not None:
@@ -466,6 +470,8 @@ async def _loop(proc: Any, mod: Any, state: Any, parent: Pid, extra: Any) -> Non
                 state, extra = _noreply(r, state)
                 continue
             last = msg
+            if dbg is not None:
+                dbg.msg_in(msg)
             # 3. Dispatch on the message shape.
             if type(msg) is tuple and msg:
                 tag = msg[0]
@@ -478,6 +484,8 @@ async def _loop(proc: Any, mod: Any, state: Any, parent: Pid, extra: Any) -> Non
                         n = len(r)
                         if r[0] == "reply" and n in (3, 4):
                             _fast_reply(from_, r[1])
+                            if dbg is not None:
+                                dbg.msg_out(r[1], from_)
                             state = r[2]
                             extra = r[3] if n == 4 else None
                             if extra is not None and not _valid_extra(extra):
@@ -495,6 +503,7 @@ async def _loop(proc: Any, mod: Any, state: Any, parent: Pid, extra: Any) -> Non
                     continue
                 if tag == "$system" and len(msg) == 3:
                     mod, state, extra = await _system(proc, mod, state, parent, msg, extra)
+                    dbg = proc.info.get("debug") if proc.info else None
                     continue
                 if tag == "EXIT" and len(msg) == 3 and msg[1] == parent:
                     raise _Stop(msg[2], state)
@@ -617,6 +626,12 @@ async def _system(
             return mod, new, extra
         if kind == "code_change" and len(req) == 4:
             mod, state = await _code_change(mod, state, req[2], req[3], from_)
+            return mod, state, extra
+        if kind == "debug" and len(req) == 2:
+            info = proc.info if proc.info is not None else {}
+            info["debug"], answer = _debug.request(proc, info.get("debug"), req[1], state)
+            proc.info = info
+            _gen.reply(from_, answer)
             return mod, state, extra
     elif req == "get_state":
         _gen.reply(from_, state)

@@ -45,7 +45,7 @@ from typing import Any
 from schedulers import current_process, get, receive_matching
 from transport import BadArg, Crash, Exit, Pid
 
-from . import _api, _gen
+from . import _api, _debug, _gen
 
 __all__ = ["GenStatem", "call", "cast", "reply", "start", "start_link", "stop"]
 
@@ -380,6 +380,7 @@ class _Machine:
         self.token = 0
         self.suspended = False
         self.event: Any = None  # the event being handled, for crash reports
+        self.dbg: Any = None  # sys_ statistics/trace; None costs one test per event
 
     # ------------------------------------------------------------------ the loop
 
@@ -403,6 +404,8 @@ class _Machine:
             else:
                 matcher = self._suspended_match if self.suspended else None
                 msg = await receive_matching(proc, matcher, None)
+                if self.dbg is not None:
+                    self.dbg.msg_in(msg)
                 event = await self._classify(msg)
                 if event is None:
                     continue
@@ -410,6 +413,8 @@ class _Machine:
                     self._cancel_timer("timeout")  # any received event cancels it
             self.event = event
             await self._guard(self._handle(event))
+            if self.dbg is not None:
+                self.dbg.new_state((self.state, self.data))
 
     def _suspended_match(self, m: Any) -> bool:
         return (
@@ -572,6 +577,8 @@ class _Machine:
             tag, n = a[0], len(a)
             if tag == "reply" and n == 3 and _is_from(a[1]):
                 _gen.reply(a[1], a[2])
+                if self.dbg is not None:
+                    self.dbg.msg_out(a[2], a[1])
             elif tag == "postpone" and n == 2 and type(a[1]) is bool and not enter and not init:
                 opts.postpone = a[1]
             elif tag == "hibernate" and n == 2 and type(a[1]) is bool:
@@ -698,6 +705,9 @@ class _Machine:
             _gen.system_reply(from_, self._status())
         elif type(req) is tuple and len(req) == 4 and req[0] == "code_change":
             _gen.system_reply(from_, await self._code_change(req[1], req[2], req[3]))
+        elif type(req) is tuple and len(req) == 2 and req[0] == "debug":
+            self.dbg, answer = _debug.request(self.proc, self.dbg, req[1], (self.state, self.data))
+            _gen.system_reply(from_, answer)
         else:
             _gen.system_reply(from_, ("error", ("unknown_system_msg", req)))
 
