@@ -1,0 +1,254 @@
+"""pyotp.code.upgrade: reload a module and run code_change in its behaviour processes.
+
+Each test writes a real callback module to a temporary directory on `sys.path`, starts
+processes of it, rewrites the file and upgrades. Ports the spirit of OTP's
+`lib/sasl/test/release_handler_SUITE.erl` (upgrade_gen_server cases) and
+`lib/stdlib/test/gen_server_SUITE.erl:code_change`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import textwrap
+import uuid
+
+import pytest
+from conftest import COOKIE, node_name
+
+import pyotp
+from pyotp import code, gen_server, gen_statem
+
+WAIT = 10.0
+
+SERVER = '''
+from pyotp import gen_server
+{vsn_line}
+
+class Srv(gen_server.GenServer):
+    def init(self, arg):
+        return ("ok", {{"log": []}})
+
+    def handle_call(self, req, from_, s):
+        return ("reply", ({tag!r}, s), s)
+
+    def handle_cast(self, msg, s):
+        return ("noreply", {{**s, "log": s["log"] + [msg]}})
+
+    def code_change(self, old_vsn, s, extra):
+{code_change}
+
+
+async def start_server():
+    return await gen_server.start(Srv, None)
+'''
+
+STATEM = '''
+from pyotp import gen_statem
+
+class Door(gen_statem.GenStatem):
+    callback_mode = "handle_event_function"
+
+    def init(self, arg):
+        return ("ok", "closed", 0)
+
+    def handle_event(self, etype, content, state, data):
+        if type(etype) is tuple and etype[0] == "call":
+            return ("keep_state", data, [("reply", etype[1], ({tag!r}, state, data))])
+        return "keep_state_and_data"
+
+    def code_change(self, old_vsn, state, data, extra):
+        return ("ok", "upgraded", (old_vsn, extra))
+'''
+
+KEEP = '        return ("ok", s)'
+CHANGE = '        return ("ok", {**s, "old_vsn": old_vsn, "extra": extra})'
+FAIL = '        raise RuntimeError("cannot upgrade")'
+
+
+@pytest.fixture
+def module(tmp_path, monkeypatch):
+    """Write module versions to a fresh directory on sys.path; return (name, write)."""
+    name = f"upg_{uuid.uuid4().hex[:10]}"
+    path = tmp_path / f"{name}.py"
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    def write(tag, code_change=KEEP, vsn="1", template=SERVER):
+        vsn_line = "" if vsn is None else f"__vsn__ = {vsn!r}"
+        src = template.format(tag=tag, vsn_line=vsn_line, code_change=code_change)
+        path.write_text(textwrap.dedent(src))
+
+    yield name, write
+    sys.modules.pop(name, None)
+
+
+async def feeder(server, n, parent):
+    """Cast 0..n-1 to `server`, with a call every 25 casts (it waits out a suspension)."""
+    pyotp.send(parent, "feeding")
+    for i in range(n):
+        gen_server.cast(server, i)
+        if i % 25 == 0:
+            await gen_server.call(server, "get", timeout=WAIT)
+    pyotp.send(parent, "fed")
+
+
+def test_upgrade_runs_code_change_without_losing_or_reordering_messages(module):
+    """Ports release_handler_SUITE:upgrade_gen_server (running server, live traffic)."""
+    name, write = module
+    write("v1")
+    mod = importlib.import_module(name)
+
+    async def main():
+        pid = await gen_server.start_link(mod.Srv, None)
+        pyotp.spawn(feeder, pid, 2000, pyotp.self())
+        await pyotp.receive("feeding", timeout=WAIT)
+        write("v2", CHANGE, vsn="2")
+        result = await code.upgrade(name, extra="x")
+        await pyotp.receive("fed", timeout=WAIT)
+        tag, state = await gen_server.call(pid, "get")
+        return pid, result, tag, state
+
+    pid, result, tag, state = pyotp.run(main)
+    assert result == {"upgraded": [pid], "failed": []}
+    assert tag == "v2"
+    assert state["log"] == list(range(2000))
+    assert (state["old_vsn"], state["extra"]) == ("1", "x")
+
+
+def test_a_failing_code_change_leaves_the_old_code_and_state(module):
+    """Ports gen_server_SUITE:code_change (the failing half)."""
+    name, write = module
+    write("v1")
+    mod = importlib.import_module(name)
+
+    async def main():
+        pid = await gen_server.start_link(mod.Srv, None)
+        gen_server.cast(pid, "before")
+        write("v3", FAIL, vsn="3")
+        result = await code.upgrade(name)
+        gen_server.cast(pid, "after")
+        return pid, result, await gen_server.call(pid, "get")
+
+    pid, result, (tag, state) = pyotp.run(main)
+    assert result["upgraded"] == []
+    [(failed_pid, reason)] = result["failed"]
+    assert failed_pid == pid
+    assert "cannot upgrade" in str(reason)
+    assert tag == "v1"
+    assert state == {"log": ["before", "after"]}
+
+
+def test_old_vsn_is_none_without_vsn_and_a_gen_statem_is_upgraded_too(module):
+    name, write = module
+    write("v1", template=STATEM)
+    mod = importlib.import_module(name)
+
+    async def main():
+        pid = await gen_statem.start_link(mod.Door, None)
+        assert await gen_statem.call(pid, "hi") == ("v1", "closed", 0)
+        write("v2", template=STATEM)
+        result = await code.upgrade(name, extra={"k": 1})
+        return pid, result, await gen_statem.call(pid, "hi")
+
+    pid, result, reply = pyotp.run(main)
+    assert result == {"upgraded": [pid], "failed": []}
+    assert reply == ("v2", "upgraded", (None, {"k": 1}))
+
+
+def test_processes_of_other_modules_are_left_alone(module):
+    name, write = module
+    write("v1")
+    importlib.import_module(name)
+
+    class Other(gen_server.GenServer):
+        def init(self, arg):
+            return ("ok", arg)
+
+        def handle_call(self, req, from_, s):
+            return ("reply", s, s)
+
+    async def main():
+        other = await gen_server.start_link(Other, "mine")
+        write("v2")
+        result = await code.upgrade(name)
+        return other, result, await gen_server.call(other, "x")
+
+    _other, result, reply = pyotp.run(main)
+    assert result == {"upgraded": [], "failed": []}
+    assert reply == "mine"
+
+
+def test_a_module_that_does_not_load_changes_nothing(module):
+    name, write = module
+    write("v1")
+    mod = importlib.import_module(name)
+
+    async def main():
+        pid = await gen_server.start_link(mod.Srv, None)
+        write("v2", "        return (", vsn="2")  # a syntax error
+        with pytest.raises(pyotp.OtpError) as err:
+            await code.upgrade(name)
+        assert err.value.reason[0] == "load_failed"
+        gen_server.cast(pid, "still running")
+        return await gen_server.call(pid, "get")
+
+    assert pyotp.run(main) == ("v1", {"log": ["still running"]})
+
+
+def test_upgrade_refuses_bad_arguments_and_unknown_modules():
+    async def main():
+        with pytest.raises(pyotp.BadArg):
+            await code.upgrade(3)
+        with pytest.raises(pyotp.BadArg):
+            await code.upgrade("json", nodes="a@b")
+        with pytest.raises(pyotp.OtpError) as err:
+            await code.upgrade("no_such_module_" + uuid.uuid4().hex)
+        return err.value.reason[0]
+
+    assert pyotp.run(main) == "not_loaded"
+
+
+@pytest.mark.slow
+def test_upgrade_reaches_every_scheduler_of_the_node(module):
+    name, write = module
+    write("v1")
+    mod = importlib.import_module(name)
+
+    async def main():
+        here = await gen_server.start_link(mod.Srv, None, scheduler=0)
+        there = await gen_server.start_link(mod.Srv, None, scheduler=1)
+        assert there.scheduler == 1
+        gen_server.cast(there, "a")
+        write("v2", CHANGE, vsn="2")
+        result = await code.upgrade(name, extra="e")
+        gen_server.cast(there, "b")
+        return here, there, result, await gen_server.call(there, "get")
+
+    here, there, result, (tag, state) = pyotp.run(main, schedulers=2)
+    assert sorted(result["upgraded"], key=lambda p: p.scheduler) == [here, there]
+    assert result["failed"] == []
+    assert tag == "v2"
+    assert state == {"log": ["a", "b"], "old_vsn": "1", "extra": "e"}
+
+
+@pytest.mark.slow
+def test_upgrade_reaches_the_given_nodes(module, peer):
+    name, write = module
+    write("v1")
+    mod = importlib.import_module(name)
+    b = peer("b")
+
+    async def main():
+        assert await pyotp.net.connect(b.name)
+        remote = await pyotp.rpc.call(b.name, mod.start_server, timeout=WAIT)
+        local = await gen_server.start_link(mod.Srv, None)
+        write("v2", CHANGE, vsn="2")
+        result = await code.upgrade(name, extra="n", nodes=[b.name])
+        return local, remote, result, await gen_server.call(remote, "get")
+
+    local, remote, result, (tag, state) = pyotp.run(
+        main, name=node_name("a"), cookie=COOKIE, config={"kernel": {"net_ticktime": 1}}
+    )
+    assert set(result["upgraded"]) == {local, remote}
+    assert result["failed"] == []
+    assert tag == "v2" and state["old_vsn"] == "1"
