@@ -56,6 +56,8 @@ from transport import (
 
 from . import (
     application,
+    code,
+    ets,
     gen_event,
     gen_server,
     gen_statem,
@@ -66,6 +68,7 @@ from . import (
     rpc,
     s_group,
     supervisor,
+    sys_,
 )
 from ._api import (
     cancel_timer as cancel_timer,
@@ -156,7 +159,9 @@ __all__ = [
     "Timeout",
     "application",
     "cancel_timer",
+    "code",
     "demonitor",
+    "ets",
     "exit",
     "gen_event",
     "gen_server",
@@ -189,6 +194,7 @@ __all__ = [
     "spawn_link",
     "spawn_monitor",
     "supervisor",
+    "sys_",
     "unlink",
     "unregister",
     "whereis",
