@@ -573,9 +573,12 @@ class _SupServer(gen_server.GenServer):
                 _report("start_error", v, c, None, s.name)
                 await self._terminate_all(s)
                 return ("stop", ("shutdown", ("failed_to_start_child", c.id, v)))
+            if v is None and c.restart == "temporary":
+                continue  # an ignored temporary child leaves no spec (as OTP)
             c.pid = v
             s.children.append(c)
-            _progress(s, c)
+            if v is not None:
+                _progress(s, c)
         return ("ok", s)
 
     # ------------------------------------------------------------------ calls
@@ -655,6 +658,8 @@ class _SupServer(gen_server.GenServer):
         if kind == "error":
             _report("start_error", v, c, None, s.name)
             raise OtpError(v, f"child {c.id!r} failed to start: {v!r}")
+        if v is None and c.restart == "temporary":
+            return None  # an ignored temporary child leaves no spec (as OTP)
         c.pid = v
         s.children.append(c)
         if v is not None:
@@ -795,9 +800,12 @@ class _SupServer(gen_server.GenServer):
             group = list(s.children)
         else:  # rest_for_one
             group = s.children[s.children.index(c) :]
-        # Stop the siblings (newest first), drop temporaries, then start the group in order.
-        running = [x for x in reversed(group) if x is not c and type(x.pid) is Pid]
-        await _stop_children([(x.pid, x.shutdown, x) for x in running], s.name)
+        # Stop the siblings newest first, each waited for before the next (as OTP's
+        # terminate_children: a child may rely on those started before it while it stops),
+        # drop temporaries, then start the group in order.
+        for x in reversed(group):
+            if x is not c and type(x.pid) is Pid:
+                await _stop_children([(x.pid, x.shutdown, x)], s.name)
         for x in group:
             if x is not c:
                 x.pid = None

@@ -740,3 +740,78 @@ def test_code_change_rereads_init_and_updates_existing_child_specs():
         return reply, state.children[0].shutdown, state.intensity, before == await pids(sup)
 
     assert pyotp.run(main) == ("ok", 2.0, 2, True)
+
+
+# ------------------------------------------------------------------ review against OTP
+
+
+class SlowStopper(gen_server.GenServer):
+    """A child that traps exits and takes a moment in terminate, logging when it is done."""
+
+    def init(self, arg):
+        wid, log = arg
+        pyotp.process_flag("trap_exit", True)
+        return ("ok", (wid, log))
+
+    async def terminate(self, reason, state):
+        wid, log = state
+        try:
+            await pyotp.receive("never sent", timeout=0.1)
+        except pyotp.Timeout:
+            pass
+        log.append(("stop", wid))
+
+
+def slow(wid, log):
+    return {"id": wid, "start": (gen_server.start_link, (SlowStopper, (wid, log)))}
+
+
+def test_one_for_all_stops_siblings_one_at_a_time_newest_first():
+    """Follows supervisor.erl terminate_children: on a one_for_all restart the siblings are
+    stopped one after the other in reverse start order (each waited for before the next)."""
+
+    async def main():
+        log = []
+        sup = await start_sup(
+            {"strategy": "one_for_all", "intensity": 5}, [slow(w, log) for w in "abcd"]
+        )
+        await kill_and_wait((await pids(sup))["d"])
+        await supervisor.which_children(sup)  # the restart is done once the call returns
+        return list(log)
+
+    assert pyotp.run(main) == [("stop", "c"), ("stop", "b"), ("stop", "a")]
+
+
+def test_rest_for_one_stops_later_siblings_one_at_a_time_newest_first():
+    """Follows supervisor.erl terminate_children for rest_for_one: reverse start order."""
+
+    async def main():
+        log = []
+        sup = await start_sup(
+            {"strategy": "rest_for_one", "intensity": 5}, [slow(w, log) for w in "abcd"]
+        )
+        await kill_and_wait((await pids(sup))["a"])
+        await supervisor.which_children(sup)
+        return list(log)
+
+    assert pyotp.run(main) == [("stop", "d"), ("stop", "c"), ("stop", "b")]
+
+
+def test_a_temporary_child_returning_ignore_leaves_no_spec_behind():
+    """Follows supervisor.erl: `{ok, undefined} when ?is_temporary(Child)` is not saved, both
+    in start_children (init) and in handle_start_child (checked in erl: OTP 25)."""
+
+    async def main():
+        ign = {"id": "i", "start": (start_ignore, ()), "restart": "temporary"}
+        sup = await start_sup({}, [ign, worker("w")])
+        first = [c[0] for c in await supervisor.which_children(sup)]
+        late = {"id": "j", "start": (start_ignore, ()), "restart": "temporary"}
+        assert await supervisor.start_child(sup, late) is None
+        second = [c[0] for c in await supervisor.which_children(sup)]
+        counts = await supervisor.count_children(sup)
+        return first, second, counts
+
+    first, second, counts = pyotp.run(main)
+    assert first == ["w"]
+    assert second == ["w"]
+    assert counts == {"specs": 1, "active": 1, "supervisors": 0, "workers": 1}
