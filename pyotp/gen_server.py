@@ -650,9 +650,21 @@ async def _system(
 
 
 async def _suspended(proc: Any, mod: Any, state: Any, parent: Pid) -> tuple[Any, Any, Any]:
-    """Handle only system requests until "resume"; other messages wait in the mailbox."""
+    """Handle only system requests until "resume"; other messages wait in the mailbox.
+
+    An EXIT from the parent still ends the server (as OTP's suspend loop does), so a node
+    shutdown does not wait on a suspended server.
+    """
+
+    def wanted(m: Any) -> bool:
+        return _is_system(m) or (
+            type(m) is tuple and len(m) == 3 and m[0] == "EXIT" and m[1] == parent
+        )
+
     while True:
-        msg = await receive_matching(proc, _is_system, None)
+        msg = await receive_matching(proc, wanted, None)
+        if msg[0] == "EXIT":
+            raise _Stop(msg[2], state)
         from_, req = msg[1], msg[2]
         if req == "resume":
             _gen.reply(from_, "ok")
