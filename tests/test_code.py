@@ -252,3 +252,41 @@ def test_upgrade_reaches_the_given_nodes(module, peer):
     assert set(result["upgraded"]) == {local, remote}
     assert result["failed"] == []
     assert tag == "v2" and state["old_vsn"] == "1"
+
+
+SUP = '''
+from pyotp import gen_server, supervisor
+
+class Worker(gen_server.GenServer):
+    def init(self, arg):
+        return ("ok", arg)
+
+    def handle_call(self, req, from_, s):
+        return ("reply", s, s)
+
+class Sup(supervisor.Supervisor):
+    def init(self, arg):
+        flags = {{"strategy": "one_for_one", "intensity": {tag}, "period": 5}}
+        spec = {{"id": "w", "start": (gen_server.start_link, (Worker, "w"), {{}})}}
+        return ("ok", (flags, [spec]))
+'''
+
+
+def test_a_supervisor_is_upgraded_and_keeps_its_running_children(module):
+    name, write = module
+    write(1, template=SUP)
+    mod = importlib.import_module(name)
+    from pyotp import supervisor
+
+    async def main():
+        sup = await supervisor.start_link(mod.Sup, None)
+        [(_, child, _, _)] = await supervisor.which_children(sup)
+        write(7, template=SUP)
+        result = await code.upgrade(name)
+        [(_, child_after, _, _)] = await supervisor.which_children(sup)
+        return sup, child, result, child == child_after
+
+    sup, child, result, same_child = pyotp.run(main)
+    assert set(result["upgraded"]) == {sup, child}  # the worker's class lives there too
+    assert result["failed"] == []
+    assert same_child

@@ -345,3 +345,30 @@ def test_sys_functions_reach_a_server_on_another_scheduler():
         return stats["messages_in"]
 
     assert pyotp.run(main, schedulers=2) == 1
+
+
+class Trapper(gen_server.GenServer):
+    def init(self, watcher):
+        pyotp.process_flag("trap_exit", True)
+        return ("ok", watcher)
+
+    def terminate(self, reason, watcher):
+        pyotp.send(watcher, ("terminated", reason))
+
+
+async def start_trapper_then_wait(watcher):
+    pid = await gen_server.start_link(Trapper, watcher)
+    pyotp.send(watcher, ("server", pid))
+    await pyotp.receive("die")
+    raise pyotp.Exit("parent_gone")
+
+
+def test_a_suspended_server_that_traps_exits_still_terminates_when_its_parent_exits():
+    async def main():
+        parent = pyotp.spawn(start_trapper_then_wait, pyotp.self())
+        _, server = await pyotp.receive(("server", pyotp.ANY), timeout=WAIT)
+        await sys_.suspend(server)
+        pyotp.send(parent, "die")
+        return await pyotp.receive(("terminated", pyotp.ANY), timeout=WAIT)
+
+    assert pyotp.run(main) == ("terminated", "parent_gone")
