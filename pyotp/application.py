@@ -420,7 +420,9 @@ async def ensure_all_started(name_or_app: str | App, type: str = "temporary") ->
         The names this call started, in start order (empty if all were running).
 
     Raises:
-        OtpError: as for `start`, or `("circular_dependencies", [names])`.
+        OtpError: `(name, reason)` naming the application that failed to start, `reason`
+            as for `start` (e.g. `("ghost", ("not_loaded", "ghost"))`), as OTP's
+            `{error, {AppName, Reason}}`; or `("circular_dependencies", [names])`.
     """
     tab = _tab("application.ensure_all_started()")
     me = current_process("application.ensure_all_started()")
@@ -435,7 +437,11 @@ async def ensure_all_started(name_or_app: str | App, type: str = "temporary") ->
                 if not entry.ready:
                     await _wait_started(me, entry, app.name)
                 continue
-            await _start(app, type, "normal", "application.ensure_all_started")
+            try:
+                await _start(app, type, "normal", "application.ensure_all_started")
+            except OtpError as e:
+                # As OTP's ensure_all_started: {error, {AppName, Reason}}.
+                raise OtpError((app.name, e.reason), str(e)) from None
             started.append(app.name)
     except BaseException:
         for name in reversed(started):
@@ -450,7 +456,11 @@ async def ensure_all_started(name_or_app: str | App, type: str = "temporary") ->
 def _plan(tab: _Table, name_or_app: Any, order: list[App], path: list[str], seen: set) -> None:
     # Depth-first over dependencies; `order` gets each application after all it needs.
     what = "application.ensure_all_started"
-    app = _resolve(tab, name_or_app, what)
+    try:
+        app = _resolve(tab, name_or_app, what)
+    except OtpError as e:
+        # The application that cannot be started is named, as OTP's {error, {App, Reason}}.
+        raise OtpError((e.reason[1], e.reason), str(e)) from None
     if app.name in path:
         cycle = [*path[path.index(app.name):], app.name]
         raise OtpError(("circular_dependencies", cycle), f"{what}: circular dependencies {cycle}")

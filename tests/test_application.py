@@ -333,7 +333,7 @@ def test_ensure_all_started_stops_what_it_started_when_a_start_fails():
         try:
             await application.ensure_all_started(bad)
         except pyotp.OtpError as e:
-            assert e.reason[0] == "no"
+            assert e.reason[0] == "bad" and e.reason[1][0] == "no"
         assert application.which_applications() == []
         return [(await pyotp.receive(timeout=0))[0] for _ in range(3)]
 
@@ -353,7 +353,23 @@ def test_ensure_all_started_with_an_unloaded_dependency_names_it():
     async def go():
         await application.ensure_all_started(_app("a", deps=["ghost"]))
 
-    assert _reason(go) == ("not_loaded", "ghost")
+    assert _reason(go) == ("ghost", ("not_loaded", "ghost"))
+
+
+def test_ensure_all_started_names_the_application_that_failed_to_start():
+    """Follows application:ensure_all_started/2's doc: `{error, {AppName, Reason}}` when an
+    application fails to start (checked in erl, OTP 25), unlike start/2's bare reason."""
+
+    class Refuses(Application):
+        def start(self, start_type, args):
+            return ("error", "why")
+
+    async def go():
+        await application.ensure_all_started(App("top", applications=[App("dep", mod=Refuses)]))
+
+    reason = _reason(go)
+    assert reason[0] == "dep"
+    assert reason[1][0] == "why"
 
 
 # --------------------------------------------------------------------- env
