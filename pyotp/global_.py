@@ -20,9 +20,9 @@ Behind the scenes:
    pid, i.e. the one on the node with the lower name) and the other is killed, with a log
    line.
 
-Limit: the replica lives in scheduler 0's OS process, where the servers run; `whereis_name`
-from a process on another scheduler of a multi-scheduler node asks nobody and sees no names
-(call it from scheduler 0, or use `await sync()` then `gen_server.call` on the server).
+The server runs on scheduler 0; every other scheduler of the node has a replica process
+that the server keeps up to date in order, so `whereis_name` answers from any scheduler. A
+change reaches the other schedulers' replicas a moment after `register_name` returns there.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ import weakref
 from typing import Any
 
 from schedulers import current_process, get, self_pid
+from schedulers import receive as receive_any
 from transport import BadArg, CallExit, CallTimeout, Pid, StartError
 
 from . import _api, gen_server
@@ -246,8 +247,17 @@ class _Server(gen_server.GenServer):
         self.waiting: dict[str, list] = {}  # name -> [(from_, holder)]
         self.holder_mons: dict[Any, Any] = {}  # holder pid -> monitor ref
         self.known: set[str] = set()
+        # One replica process on every other scheduler of this node, so whereis_name (a
+        # plain read) answers from any scheduler; updates follow each change in order.
+        sched = get()
+        others = sorted(set(sched.router.creations) - {sched.index}) if sched.router else []
+        self.replicas = [_api.spawn(_replica, self_pid(), scheduler=k) for k in others]
         self._tick()
         return ("ok", None)
+
+    def _push(self, msg: Any) -> None:
+        for replica in self.replicas:
+            _api.send(replica, msg)
 
     # ---------------------------------------------------------------- table
 
@@ -257,12 +267,14 @@ class _Server(gen_server.GenServer):
             self.mons.pop(old, None)
             _api.demonitor(old, flush=True)
         _table()[name] = pid
+        self._push(("set", name, pid))
         ref = _api.monitor(pid)
         self.mons[ref] = (name, pid)
         self.ref_of[name] = ref
 
     def _remove(self, name: str) -> None:
         _table().pop(name, None)
+        self._push(("del", name))
         ref = self.ref_of.pop(name, None)
         if ref is not None:
             self.mons.pop(ref, None)
@@ -376,6 +388,7 @@ class _Server(gen_server.GenServer):
                 if self.ref_of.get(name) == ref:
                     del self.ref_of[name]
                     _table().pop(name, None)
+                    self._push(("del", name))
             elif self.holder_mons.get(pid) == ref:
                 self._holder_gone(pid)
         elif type(msg) is tuple and len(msg) == 2 and msg[0] == "nodedown":
@@ -401,3 +414,18 @@ class _Server(gen_server.GenServer):
                 _api.spawn(_hello, here, node=n)
             except BadArg:
                 self.known.discard(n)
+
+
+async def _replica(server: Pid) -> None:
+    """Keep this scheduler's copy of the name table (see `_Server.init`)."""
+    ref = _api.monitor(server)
+    table = _table()
+    while True:
+        msg = await receive_any()
+        if msg[0] == "set":
+            table[msg[1]] = msg[2]
+        elif msg[0] == "del":
+            table.pop(msg[1], None)
+        elif msg[0] == "DOWN" and msg[1] == ref:
+            table.clear()
+            return

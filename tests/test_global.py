@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import time
 
 import dist_helpers as h
 import pytest
@@ -211,3 +213,24 @@ def test_a_name_clash_after_reconnect_keeps_one_pid_and_kills_the_other(peer, ca
     # the loser may be dead before our monitor is set up: then the DOWN says noproc
     assert reason in ("killed", "noproc") and here and there and alive
     assert any("name conflict" in r.getMessage() for r in caplog.records)
+
+
+async def _whereis_on_this_scheduler(name, parent):
+    from pyotp import global_ as g
+
+    end = time.monotonic() + 10
+    while g.whereis_name(name) is None and time.monotonic() < end:
+        await asyncio.sleep(0.01)
+    pyotp.send(parent, ("seen", g.whereis_name(name), os.getpid()))
+
+
+def test_whereis_name_answers_on_every_scheduler_of_a_node():
+    async def main():
+        from pyotp import global_ as g
+
+        assert await g.register_name("everywhere", pyotp.self())
+        pyotp.spawn(_whereis_on_this_scheduler, "everywhere", pyotp.self(), scheduler=1)
+        _, seen, their_os = await pyotp.receive(("seen", ANY, ANY), timeout=10)
+        return seen == pyotp.self(), their_os != os.getpid()
+
+    assert pyotp.run(main, name=node_name("g"), cookie="c", schedulers=2) == (True, True)
