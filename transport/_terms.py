@@ -20,7 +20,7 @@ class Pid:
     process. Users get pids from `spawn` and `self()`; they need not construct them.
     """
 
-    __slots__ = ("node", "scheduler", "serial", "creation", "_proc")
+    __slots__ = ("node", "scheduler", "serial", "creation", "_proc", "_hash")
 
     def __init__(self, node: str, scheduler: int, serial: int, creation: int = 0) -> None:
         self.node = node
@@ -28,6 +28,8 @@ class Pid:
         self.serial = serial
         self.creation = creation
         self._proc = None
+        # Pids key the links, monitors and name tables: hash once, not on every lookup.
+        self._hash = hash((serial, scheduler, creation))
 
     def __eq__(self, other: object) -> bool:
         if self is other:
@@ -42,7 +44,7 @@ class Pid:
         )
 
     def __hash__(self) -> int:
-        return hash((self.serial, self.scheduler, self.creation))
+        return self._hash
 
     def __lt__(self, other: Pid) -> bool:
         return self._key() < other._key()
@@ -60,13 +62,14 @@ class Pid:
 class Ref:
     """A reference unique across the cluster (`make_ref`); hashable, a term."""
 
-    __slots__ = ("node", "scheduler", "creation", "id")
+    __slots__ = ("node", "scheduler", "creation", "id", "_hash")
 
     def __init__(self, node: str, scheduler: int, creation: int, id: int) -> None:
         self.node = node
         self.scheduler = scheduler
         self.creation = creation
         self.id = id
+        self._hash = hash((id, scheduler, creation))  # monitor tables: hash once
 
     def __eq__(self, other: object) -> bool:
         if self is other:
@@ -81,7 +84,7 @@ class Ref:
         )
 
     def __hash__(self) -> int:
-        return hash((self.id, self.scheduler, self.creation))
+        return self._hash
 
     def __repr__(self) -> str:
         return f"#Ref<{self.node}.{self.scheduler}.{self.creation}.{self.id}>"
