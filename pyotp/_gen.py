@@ -22,9 +22,12 @@ from __future__ import annotations
 from typing import Any, Awaitable, Callable
 
 from schedulers import current_process, deliver, get, receive_matching, self_pid
-from transport import BadArg, CallExit, CallTimeout, Pid, StartError, Timeout
+from schedulers._process import _current
+from transport import BadArg, CallExit, CallTimeout, NotInProcess, Pid, Ref, StartError, Timeout
 
 from . import _api
+
+_current_get = _current.get
 
 __all__ = [
     "Starter",
@@ -201,21 +204,52 @@ async def call(dest: Any, request: Any, timeout: float | None = 5.0, what: str =
             exit reason), or its node is down ("noconnection"); "calling_self" for a call to
             the caller itself.
     """
-    check_timeout(timeout, what)
-    me = current_process(f"{what}()")
-    pid = _resolve(dest)
+    if timeout is not None and (type(timeout) not in (int, float) or timeout < 0):
+        check_timeout(timeout, what)
+    me = _current_get(None)
+    if me is None:
+        raise NotInProcess(f"{what}()")
+    pid = dest if type(dest) is Pid else _resolve(dest)
     if pid is None:
         raise CallExit("noproc", f"{what} to {dest!r}: no such process (noproc)")
-    if pid == me.pid:
-        raise CallExit("calling_self", f"{what}: a process cannot call itself")
     sched = get()
     # Receive marker: the reply holds mref, so nothing queued before the monitor can match.
     # Take the position first: monitoring a dead pid queues its DOWN at once.
-    pos = len(me.mbox) if me.mbox else 0
-    mref = sched.monitor(me, pid)
-    me.marker_ref = mref
-    me.marker_pos = pos
-    _api.send(pid, ("$gen_call", (me.pid, mref), request))
+    mbox = me.mbox
+    pos = len(mbox) if mbox else 0
+    server = pid._proc if type(pid) is Pid else None  # (name, node): resolved there
+    if server is not None:
+        # Hot path, a live process of this scheduler: the monitor and the send inlined
+        # (what sched.monitor and _api.send do for a local pid).
+        if server is me:
+            raise CallExit("calling_self", f"{what}: a process cannot call itself")
+        n = sched.next_ref
+        sched.next_ref = n + 1
+        mref = Ref(sched.node, sched.index, sched.creation, n)
+        if me.monitors is None:
+            me.monitors = {mref: pid}
+        else:
+            me.monitors[mref] = pid
+        if server.watchers is None:
+            server.watchers = {mref: (me.pid, pid)}
+        else:
+            server.watchers[mref] = (me.pid, pid)
+        me.marker_ref = mref
+        me.marker_pos = pos
+        msg = ("$gen_call", (me.pid, mref), request)
+        w = server.waiter
+        if w is not None and server.matcher is None and not w.done():
+            server.waiter = None
+            w.set_result(msg)
+        else:
+            deliver(server, msg)
+    else:
+        if pid == me.pid:
+            raise CallExit("calling_self", f"{what}: a process cannot call itself")
+        mref = sched.monitor(me, pid)
+        me.marker_ref = mref
+        me.marker_pos = pos
+        _api.send(pid, ("$gen_call", (me.pid, mref), request))
 
     def is_answer(m: Any) -> bool:
         return type(m) is tuple and (
@@ -229,7 +263,18 @@ async def call(dest: Any, request: Any, timeout: float | None = 5.0, what: str =
         sched.demonitor(me, mref, True)
         raise CallTimeout("timeout", f"{what} to {dest!r} timed out after {timeout} s") from None
     if len(msg) == 2:
-        sched.demonitor(me, mref, True)
+        # The reply: drop the monitor. Inlined for a live local server (whose monitor is
+        # still held, so no DOWN of it can be queued); anything else takes the full path.
+        mons = me.monitors
+        target = mons.pop(mref, None) if mons else None
+        t = target._proc if target is not None else None
+        if t is not None:
+            if t.watchers:
+                t.watchers.pop(mref, None)
+        else:
+            if target is not None:
+                mons[mref] = target
+            sched.demonitor(me, mref, True)
         return msg[1]
     reason = msg[4]
     raise CallExit(reason, f"{what} to {dest!r} failed: the server exited with {reason!r}")
