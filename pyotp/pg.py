@@ -19,8 +19,9 @@ Behind the scenes:
    table in this OS process directly, without messages (as Erlang's pg reads its ets table).
 
 A pid may join a group several times; it must then leave as many times (as in pg).
-Limit: the table lives in scheduler 0's OS process, where the scope servers run; the plain
-reads from a process on another scheduler of a multi-scheduler node see no members.
+The scope servers run on scheduler 0; every other scheduler of the node has a replica
+process the server keeps up to date, so the plain reads answer from any scheduler (a change
+reaches them a moment after `join`/`leave` returns).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import weakref
 from typing import Any
 
 from schedulers import current_process, get, self_pid
+from schedulers import receive as receive_any
 from transport import BadArg, CallExit, CallTimeout, Pid, Ref, StartError, Timeout
 
 from . import _api, gen_server
@@ -366,6 +368,14 @@ class _Server(gen_server.GenServer):
         self.known: set[str] = set()
         for w in {w for w, _ in st.watches.values()}:  # watches made before we started
             self.watcher_mons[w] = _api.monitor(w)
+        # A replica on every other scheduler of this node keeps a copy of the tables, so
+        # the plain reads (get_members, ...) answer from any scheduler.
+        sched = get()
+        others = sorted(set(sched.router.creations) - {sched.index}) if sched.router else []
+        self.replicas = [
+            _api.spawn(_replica, scope, self_pid(), scheduler=k) for k in others
+        ]
+        self._pushed: Any = None
         await self._meet()
         self._tick()
         return ("ok", None)
@@ -395,7 +405,35 @@ class _Server(gen_server.GenServer):
         for peer in self.st.remote:
             _api.send(peer, msg)
 
+    def _push(self) -> None:
+        """Send the tables to the replicas if they changed (control plane: small tables)."""
+        if not self.replicas:
+            return
+        snapshot = (
+            {g: list(m) for g, m in self.st.local.items()},
+            {p: {g: list(m) for g, m in gs.items()} for p, gs in self.st.remote.items()},
+        )
+        if snapshot != self._pushed:
+            self._pushed = snapshot
+            for replica in self.replicas:
+                _api.send(replica, ("tables", *snapshot))
+
     def handle_call(self, req: Any, from_: Any, state: Any) -> Any:
+        result = self._handle_call(req, from_, state)
+        self._push()
+        return result
+
+    def handle_cast(self, msg: Any, state: Any) -> Any:
+        result = self._handle_cast(msg, state)
+        self._push()
+        return result
+
+    def handle_info(self, msg: Any, state: Any) -> Any:
+        result = self._handle_info(msg, state)
+        self._push()
+        return result
+
+    def _handle_call(self, req: Any, from_: Any, state: Any) -> Any:
         if req[0] == "hello":
             peer = req[1]
             if self._add_peer(peer):
@@ -441,7 +479,7 @@ class _Server(gen_server.GenServer):
         if ref is not None:
             _api.demonitor(ref, flush=True)
 
-    def handle_cast(self, msg: Any, state: Any) -> Any:
+    def _handle_cast(self, msg: Any, state: Any) -> Any:
         if type(msg) is tuple and msg[0] == "watch":
             w = msg[1]
             if w not in self.watcher_mons:
@@ -492,7 +530,7 @@ class _Server(gen_server.GenServer):
     def _local_snapshot(self) -> dict:
         return {g: list(m) for g, m in self.st.local.items() if m}
 
-    def handle_info(self, msg: Any, state: Any) -> Any:
+    def _handle_info(self, msg: Any, state: Any) -> Any:
         if msg == "$tick":
             self._poll()
             self._tick()
@@ -570,3 +608,17 @@ class _Server(gen_server.GenServer):
                 _api.spawn(_hello, self.scope, self_pid(), node=n)
             except BadArg:
                 self.known.discard(n)
+
+
+async def _replica(scope: str, server: Pid) -> None:
+    """Keep this scheduler's copy of `scope`'s tables (see `_Server.init`)."""
+    ref = _api.monitor(server)
+    st = _scopes().setdefault(scope, _Scope())
+    st.server = server
+    while True:
+        msg = await receive_any()
+        if msg[0] == "tables":
+            st.local, st.remote = msg[1], msg[2]
+        elif msg[0] == "DOWN" and msg[1] == ref:
+            st.local, st.remote, st.server = {}, {}, None
+            return

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import time
+
 import dist_helpers as h
 import pytest
 from conftest import COOKIE, T, node_name
@@ -191,3 +195,24 @@ def test_scopes_are_isolated_across_nodes(peer):
         return pg.get_members("g", scope="blue") == [theirs], pg.get_members("g")
 
     assert run_node(main) == (True, [])
+
+
+async def _members_on_this_scheduler(group, parent):
+    from pyotp import pg as p
+
+    end = time.monotonic() + 10
+    while not p.get_members(group) and time.monotonic() < end:
+        await asyncio.sleep(0.01)
+    pyotp.send(parent, ("members", p.get_members(group), os.getpid()))
+
+
+def test_get_members_answers_on_every_scheduler_of_a_node():
+    async def main():
+        from pyotp import pg as p
+
+        await p.join("everywhere", pyotp.self())
+        pyotp.spawn(_members_on_this_scheduler, "everywhere", pyotp.self(), scheduler=1)
+        _, members, their_os = await pyotp.receive(("members", ANY, ANY), timeout=10)
+        return members == [pyotp.self()], their_os != os.getpid()
+
+    assert pyotp.run(main, name=node_name("p"), cookie="c", schedulers=2) == (True, True)
