@@ -489,9 +489,12 @@ def scheduler_statistics() -> list[SchedulerStatistics]:
 
 
 def node() -> str:
-    """Return this node's name ("nonode@nohost" when not distributed)."""
-    sched = get()
-    return sched.node if sched is not None else "nonode@nohost"
+    """Return this node's name ("nonode@nohost" when not distributed).
+
+    Raises:
+        NotInProcess: called from plain code, outside `pyotp.run`.
+    """
+    return _scheduler("pyotp.node()").node
 
 
 def nodes() -> list[str]:
