@@ -144,6 +144,10 @@ def self_pid() -> Pid:
 # The scheduler's timer wheel (one per OS process); set when the scheduler starts.
 wheel: TimerWheel | None = None
 
+# Set by the router of a scheduler with peers: called when a process is about to wait, so
+# the frames it queued (a call's request, a reply) leave now, not at the end of the turn.
+flush_hook: Callable[[], None] | None = None
+
 
 async def receive(*patterns: Any, timeout: float | None = None) -> Any:
     """Remove and return the oldest message matching any of `patterns` (any message if none).
@@ -193,6 +197,8 @@ async def receive_matching(
             i += 1
     if timeout == 0:
         raise Timeout()
+    if flush_hook is not None:
+        flush_hook()
     loop = proc.task.get_loop()
     fut = loop.create_future()
     proc.waiter = fut

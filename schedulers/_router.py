@@ -24,6 +24,7 @@ from transport import BadArg, CodecError, NotSerializable, Pid, Ref, _codec
 from transport import _frames as F
 from transport._codec import _raw_decode, _raw_encode, decode, to_wire
 
+from . import _process
 from ._info import info_of
 from ._process import Process, deliver
 
@@ -84,8 +85,22 @@ class Router:
         self._acks: dict[Any, list] = {}
         self._pending_names: dict[str, Any] = {}
         self.max_message_size = MAX_MESSAGE_SIZE
+        _process.flush_hook = self.flush_early
 
     # ------------------------------------------------------------------ outbound
+
+    def flush_early(self) -> None:
+        """A process is about to wait: send what this turn queued so far (once per turn)."""
+        mesh = self.mesh
+        if mesh.early:
+            if mesh.closed:
+                if _process.flush_hook == self.flush_early:
+                    _process.flush_hook = None  # this scheduler is gone (an earlier run)
+                return
+            mesh.flush_early()
+        ports = self.ports
+        if ports is not None and ports.early and not ports.closed:
+            ports.flush_early()
 
     def _put(self, peer: int, frame: Any) -> None:
         self.mesh.put(peer, frame)
