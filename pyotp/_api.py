@@ -201,11 +201,14 @@ def _send_elsewhere(pid: Pid, msg: Any) -> Any:
     sched = get()
     if sched is None:
         raise NotInProcess("pyotp.send()")
+    if pid.scheduler != sched.index or pid.node != sched.node:
+        router = sched.router  # another scheduler or node
+        if router is not None:
+            router.send(pid, msg)
+        return msg
     proc = sched.lookup(pid)  # a pid rebuilt from its fields still reaches a live process
     if proc is not None:
         deliver(proc, msg)
-    elif sched.router is not None and not sched.is_local(pid):
-        sched.router.send(pid, msg)
     return msg
 
 

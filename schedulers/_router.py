@@ -33,6 +33,8 @@ __all__ = ["Router", "fn_name", "resolve_fn"]
 log = logging.getLogger("pyotp.scheduler")
 
 MAX_MESSAGE_SIZE = 64 * 1024 * 1024
+_INT_MIN = -(2**63)  # the ints msgpack carries natively
+_INT_MAX = 2**64 - 1
 _MAX_PENDING = 100_000  # frames held per node while it is being connected
 
 
@@ -156,10 +158,37 @@ class Router:
         return data
 
     def send(self, pid: Pid, msg: Any) -> None:
-        if not self.alive(pid):
-            to_wire(msg)  # still refuse a non-term, whatever became of the pid
-            return
-        self._to(pid, F.Send(pid.serial, pid.creation, self._payload(msg)))
+        if pid.node == self.node:
+            if self.creations.get(pid.scheduler) != pid.creation:
+                to_wire(msg)  # still refuse a non-term, whatever became of the pid
+                return
+            self.mesh.put(pid.scheduler, self._send_frame(pid, msg))
+        elif self.ports is None:
+            to_wire(msg)
+        else:
+            self._to_node(pid.node, pid.scheduler, self._send_frame(pid, msg))
+
+    def _send_frame(self, pid: Pid, msg: Any) -> Any:
+        # A flat tuple of scalars, pids and refs is carried as is (encoded once, with the
+        # batch); a small enough one cannot exceed max_message_size (an element encodes to
+        # at most 16,393 bytes).
+        if type(msg) is tuple and len(msg) * 16_393 + 16 <= self.max_message_size:
+            for e in msg:
+                t = type(e)
+                if t is int:
+                    if _INT_MIN <= e <= _INT_MAX:
+                        continue
+                    break
+                if t is str or t is bytes:
+                    if len(e) <= 4096:
+                        continue
+                    break
+                if t is float or t is bool or e is None or t is Pid or t is Ref:
+                    continue  # pids and refs: the batch encoder's hook writes their records
+                break
+            else:
+                return F.SendTuple(pid.serial, pid.creation, msg)
+        return F.Send(pid.serial, pid.creation, self._payload(msg))
 
     def send_named(self, node: str, name: str, msg: Any) -> None:
         """Send to the process registered as `name` on another node."""
@@ -315,7 +344,14 @@ class Router:
         procs = sched.procs
         for frame in frames:
             try:
-                if type(frame) is F.Send:
+                t = type(frame)
+                if t is F.SendTuple:
+                    proc = procs.get(frame.to)
+                    if proc is not None and frame.creation == sched.creation:
+                        deliver(proc, frame.msg)
+                    else:
+                        self.dropped += 1
+                elif t is F.Send:
                     proc = procs.get(frame.to)
                     if proc is not None and frame.creation == sched.creation:
                         deliver(proc, _raw_decode(frame.msg))

@@ -37,6 +37,7 @@ __all__ = [
     "Reply",
     "Send",
     "SendName",
+    "SendTuple",
     "Spawn",
     "Stop",
     "Unlink",
@@ -55,6 +56,19 @@ class Send(_F, tag=0):
     to: int
     creation: int
     msg: bytes
+
+
+class SendTuple(_F, tag=22):
+    """A message that is a flat tuple of scalars (str, bytes, int, float, bool, None), pids
+    and refs (their records are written by the batch encoder's hook).
+
+    It rides in the batch as a plain msgpack array: encoded and decoded by msgspec in C with
+    the rest of the batch, with no per-message codec pass (the common streaming case).
+    """
+
+    to: int
+    creation: int
+    msg: tuple
 
 
 class SendName(_F, tag=1):
@@ -230,6 +244,7 @@ class MonitorNode(_F, tag=21):
 Frame = Union[  # noqa: UP007 - msgspec needs the Union form here
     Send, SendName, Reply, Link, Unlink, Exit, Monitor, Demonitor, Down, Spawn, Call,
     NameUp, NameDown, Registered, Load, Hello, Stop, Bye, Peer, NodeUp, NodeDown, MonitorNode,
+    SendTuple,
 ]
 
 _batch_decoder = msgspec.msgpack.Decoder(list[Frame], ext_hook=_ext_hook)
