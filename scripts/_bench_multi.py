@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
+import socket
 import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -204,7 +207,15 @@ sock.close(linger=1000)
 def reqrep_zmq(n: int) -> dict[str, Any]:
     """Raw pyzmq REQ/REP round trips (msgspec-encoded) to a REP socket in another OS process."""
     tmp = tempfile.mkdtemp(prefix="pyotp-bench-")
-    endpoint = f"ipc://{tmp}/rep"
+    try:
+        return _reqrep(n, f"ipc://{tmp}/rep")
+    finally:
+        for name in os.listdir(tmp):
+            os.unlink(os.path.join(tmp, name))
+        os.rmdir(tmp)
+
+
+def _reqrep(n: int, endpoint: str) -> dict[str, Any]:
     server = subprocess.Popen([sys.executable, "-c", _REP_SERVER, endpoint])
     sock = zmq.Context.instance().socket(zmq.REQ)
     sock.setsockopt(zmq.LINGER, 0)
@@ -227,9 +238,6 @@ def reqrep_zmq(n: int) -> dict[str, Any]:
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
-        for name in os.listdir(tmp):
-            os.unlink(os.path.join(tmp, name))
-        os.rmdir(tmp)
     return percentiles(samples[n // 10 :])
 
 
@@ -278,6 +286,109 @@ def mp2(n: int) -> dict[str, Any]:
     return cpu_pool(n, 2)
 
 
+# ------------------------------------------------------------------ across nodes (tcp loopback)
+
+_HERE = Path(__file__).resolve().parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def peer_serve() -> None:
+    """The peer node's main: an Echo gen_server registered as "bench_echo", then "ready"."""
+    await gen_server.start(Echo, None, name="bench_echo")
+    print("ready", flush=True)
+    await receive(("never",))
+
+
+class _PeerNode:
+    """A second node OS process (`python _bench_multi.py peer NAME COOKIE`), on loopback tcp."""
+
+    def __init__(self, cookie: str) -> None:
+        self.name = f"benchpeer{os.getpid()}@127.0.0.1:{_free_port()}"
+        self.proc = subprocess.Popen(
+            [sys.executable, str(_HERE / "_bench_multi.py"), "peer", self.name, cookie],
+            stdout=subprocess.PIPE, text=True, cwd=str(_HERE),
+        )
+        line = self.proc.stdout.readline().strip()
+        if line != "ready":
+            self.stop()
+            raise RuntimeError(f"peer node did not start (said {line!r})")
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+        self.proc.stdout.close()
+
+
+def _on_two_nodes(body: Any) -> Any:
+    """Run `body(peer_name)` as the main of a node connected to a fresh peer node."""
+    cookie = secrets.token_hex(16)
+    peer = _PeerNode(cookie)
+    try:
+
+        async def main() -> Any:
+            if not await pyotp.net.connect(peer.name):
+                raise RuntimeError(f"could not connect to {peer.name}")
+            return await body(peer.name)
+
+        name = f"bench{os.getpid()}@127.0.0.1:{_free_port()}"
+        return pyotp.run(main, name=name, cookie=cookie)
+    finally:
+        peer.stop()
+
+
+def node_stream(n: int) -> dict[str, Any]:
+    """The stream workload to a counter on another node (two node OS processes, tcp)."""
+
+    async def body(peer: str) -> float:
+        me = pyotp.self()
+        pyotp.spawn(ready, me, node=peer)  # warm up: the peer imports this module first
+        await receive("ready", timeout=T)
+        counter = pyotp.spawn(stream_counter, me, n, node=peer)
+        t0 = time.perf_counter()
+        for i in range(n):
+            send(counter, ("m", i))
+            if i % 1000 == 999:
+                await asyncio.sleep(0)
+        await receive(("counted", ANY), timeout=T)
+        return time.perf_counter() - t0
+
+    return {"rate": n / _on_two_nodes(body)}
+
+
+def node_call(n: int) -> dict[str, Any]:
+    """gen_server.call to an echo server on another node, in sequence: per-call times and
+    calls/s (n calls after a 10 % warm-up)."""
+
+    async def body(peer: str) -> tuple[list[int], float]:
+        srv = await pyotp.rpc.call(peer, pyotp.whereis, "bench_echo", timeout=T)
+        gcall = gen_server.call
+        clock = time.perf_counter_ns
+        for _ in range(n // 10):
+            await gcall(srv, "ping", timeout=5)
+        samples = []
+        t0 = time.perf_counter()
+        for _ in range(n):
+            t1 = clock()
+            await gcall(srv, "ping", timeout=5)
+            samples.append(clock() - t1)
+        return samples, time.perf_counter() - t0
+
+    samples, elapsed = _on_two_nodes(body)
+    result = percentiles(samples)
+    result["calls_per_s"] = n / elapsed
+    return result
+
+
+def reqrep_zmq_tcp(n: int) -> dict[str, Any]:
+    """Raw pyzmq REQ/REP round trips over tcp loopback to a REP socket in another OS process."""
+    return _reqrep(n, f"tcp://127.0.0.1:{_free_port()}")
+
+
 WORKLOADS = {
     "cpu1": cpu1,
     "cpu2": cpu2,
@@ -289,4 +400,13 @@ WORKLOADS = {
     "reqrep_zmq": reqrep_zmq,
     "spawn_local": spawn_local,
     "spawn_cross": spawn_cross,
+    "node_stream": node_stream,
+    "node_call": node_call,
+    "reqrep_zmq_tcp": reqrep_zmq_tcp,
 }
+
+if __name__ == "__main__" and len(sys.argv) == 4 and sys.argv[1] == "peer":
+    import logging
+
+    logging.disable(logging.CRITICAL)
+    pyotp.run(peer_serve, name=sys.argv[2], cookie=sys.argv[3])
