@@ -269,6 +269,7 @@ class _Listener:
             host, port = sock.getsockname()[:2]
             self.endpoint = f"tcp://{host}:{port}"
         self.conns: dict[int, tuple[socket.socket, bytearray]] = {}
+        self._view = memoryview(bytearray(_RECV))
         self.closed = False
         loop.add_reader(sock.fileno(), self._accept)
 
@@ -293,21 +294,24 @@ class _Listener:
         if entry is None:
             return
         conn, buf = entry
+        # recv_into one reused buffer: recv(n) would allocate (and for a large n, mmap and
+        # unmap) n bytes per call, which cost more than the read itself.
+        view = self._view
         got = 0
         while got < _READ_SLICE:
             try:
-                chunk = conn.recv(_RECV)
+                n = conn.recv_into(view)
             except _SOFT_ERRORS:
                 break
             except OSError:
-                chunk = b""
-            if not chunk:
+                n = 0
+            if not n:
                 self._parse(fd, buf)
                 self._drop(fd)
                 return
-            got += len(chunk)
-            buf += chunk
-            if len(chunk) < _RECV:
+            got += n
+            buf += view[:n]
+            if n < _RECV:
                 break
         if not self._parse(fd, buf):
             self._drop(fd)
