@@ -10,12 +10,12 @@ A timeout fires at most one bucket (1 ms) late, never early.
 from __future__ import annotations
 
 import asyncio
-import math
 from typing import Any
 
 __all__ = ["TimerWheel"]
 
 _RESOLUTION = 0.001
+_PER_SECOND = 1000  # buckets per second (1 / _RESOLUTION)
 
 
 class TimerWheel:
@@ -29,7 +29,8 @@ class TimerWheel:
 
     def arm(self, timeout: float, fut: Any) -> int:
         """Resolve `fut` with `expired` after `timeout` seconds unless cancelled; return key."""
-        key = math.ceil((self.loop.time() + timeout) / _RESOLUTION)
+        # int() + 1 >= ceil(): never early, at most one bucket late (as documented above).
+        key = int((self.loop.time() + timeout) * _PER_SECOND) + 1
         bucket = self.buckets.get(key)
         if bucket is None:
             bucket = self.buckets[key] = set()

@@ -73,7 +73,10 @@ def to_wire(x: Any) -> Any:
                 return _Ext(7, _raw_encode([to_wire(i) for kv in x.items() for i in kv]))
         return {k: to_wire(v) for k, v in x.items()}
     if t is Pid:
-        return _Ext(2, _raw_encode((x.node, x.scheduler, x.serial, x.creation)))
+        w = x._wire
+        if w is None:
+            w = x._wire = _Ext(2, _raw_encode((x.node, x.scheduler, x.serial, x.creation)))
+        return w
     if t is Ref:
         return _Ext(3, _raw_encode((x.node, x.scheduler, x.creation, x.id)))
     if t is Crash:
@@ -213,7 +216,9 @@ def _ext_hook(code: int, data: memoryview) -> Any:
             pid = Pid(node, sched, serial, creation)
             if len(_pid_cache) >= 4096:
                 _pid_cache.clear()
-            _pid_cache[bytes(data)] = pid
+            key = bytes(data)
+            pid._wire = _Ext(2, key)  # sent back as it came (a reply, a demonitor)
+            _pid_cache[key] = pid
         return pid
     if code == 3:
         return Ref(*_raw_decode(data))

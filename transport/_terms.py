@@ -20,7 +20,7 @@ class Pid:
     process. Users get pids from `spawn` and `self()`; they need not construct them.
     """
 
-    __slots__ = ("node", "scheduler", "serial", "creation", "_proc", "_hash")
+    __slots__ = ("node", "scheduler", "serial", "creation", "_proc", "_hash", "_wire")
 
     def __init__(self, node: str, scheduler: int, serial: int, creation: int = 0) -> None:
         self.node = node
@@ -30,6 +30,7 @@ class Pid:
         self._proc = None
         # Pids key the links, monitors and name tables: hash once, not on every lookup.
         self._hash = hash((serial, scheduler, creation))
+        self._wire = None  # its codec record, made on first encode (pids cross often)
 
     def __eq__(self, other: object) -> bool:
         if self is other:
