@@ -33,8 +33,6 @@ __all__ = ["Router", "fn_name", "resolve_fn"]
 log = logging.getLogger("pyotp.scheduler")
 
 MAX_MESSAGE_SIZE = 64 * 1024 * 1024
-_INT_MIN = -(2**63)  # the ints msgpack carries natively
-_INT_MAX = 2**64 - 1
 _MAX_PENDING = 100_000  # frames held per node while it is being connected
 
 
@@ -162,32 +160,41 @@ class Router:
             if self.creations.get(pid.scheduler) != pid.creation:
                 to_wire(msg)  # still refuse a non-term, whatever became of the pid
                 return
-            self.mesh.put(pid.scheduler, self._send_frame(pid, msg))
-        elif self.ports is None:
-            to_wire(msg)
+            streams = self.mesh
+            out = streams.out.get(pid.scheduler)
+            if out is None:
+                to_wire(msg)
+                return  # peer down: dropped, as a message to a dead process is
         else:
-            self._to_node(pid.node, pid.scheduler, self._send_frame(pid, msg))
+            streams = self.ports
+            if streams is None:
+                to_wire(msg)
+                return
+            # A stream open to that scheduler means its node is connected: queue directly.
+            out = streams.out.get((pid.node, pid.scheduler))
+            if out is None:
+                self._to_node(pid.node, pid.scheduler, self._send_frame(pid, msg))
+                return
+        if _flat(msg, self.max_message_size):
+            if out:
+                last = out[-1]
+                if (
+                    type(last) is _SendTuple
+                    and last.to == pid.serial
+                    and last.creation == pid.creation
+                    and len(last.msgs) < _TUPLES_PER_FRAME
+                ):
+                    last.msgs.append(msg)
+                    return  # the frame is queued already, and so is its flush
+            out.append(_SendTuple(pid.serial, pid.creation, [msg]))
+        else:
+            out.append(F.Send(pid.serial, pid.creation, self._payload(msg)))
+        if not streams._flush_scheduled:
+            streams._queued()
 
     def _send_frame(self, pid: Pid, msg: Any) -> Any:
-        # A flat tuple of scalars, pids and refs is carried as is (encoded once, with the
-        # batch); a small enough one cannot exceed max_message_size (an element encodes to
-        # at most 16,393 bytes).
-        if type(msg) is tuple and len(msg) * 16_393 + 16 <= self.max_message_size:
-            for e in msg:
-                t = type(e)
-                if t is int:
-                    if _INT_MIN <= e <= _INT_MAX:
-                        continue
-                    break
-                if t is str or t is bytes:
-                    if len(e) <= 4096:
-                        continue
-                    break
-                if t is float or t is bool or e is None or t is Pid or t is Ref:
-                    continue  # pids and refs: the batch encoder's hook writes their records
-                break
-            else:
-                return F.SendTuple(pid.serial, pid.creation, msg)
+        if _flat(msg, self.max_message_size):
+            return _SendTuple(pid.serial, pid.creation, [msg])
         return F.Send(pid.serial, pid.creation, self._payload(msg))
 
     def send_named(self, node: str, name: str, msg: Any) -> None:
@@ -348,9 +355,10 @@ class Router:
                 if t is F.SendTuple:
                     proc = procs.get(frame.to)
                     if proc is not None and frame.creation == sched.creation:
-                        deliver(proc, frame.msg)
+                        for msg in frame.msgs:
+                            deliver(proc, msg)
                     else:
-                        self.dropped += 1
+                        self.dropped += len(frame.msgs)
                 elif t is F.Send:
                     proc = procs.get(frame.to)
                     if proc is not None and frame.creation == sched.creation:
@@ -711,6 +719,30 @@ class Router:
                 for pid in [p for p in proc.links if gone(p)]:
                     sched.exit_signal(pid, proc.pid, "noconnection", True)
 
+
+def _flat(msg: Any, max_size: int) -> bool:
+    """True for a flat tuple of scalars, pids and refs that a SendTuple frame can carry.
+
+    A small enough one cannot exceed `max_size` (an element encodes to at most 16,393
+    bytes); anything else takes the general codec path (which refuses non-terms).
+    """
+    if type(msg) is not tuple or len(msg) * 16_393 + 16 > max_size:
+        return False
+    for e in msg:
+        t = type(e)
+        if t is str or t is bytes:
+            if len(e) > 4096:
+                return False
+        elif t is int:
+            if not -0x8000000000000000 <= e <= 0xFFFFFFFFFFFFFFFF:
+                return False
+        elif not (t is float or t is bool or e is None or t is Pid or t is Ref):
+            return False  # pids and refs: the batch encoder's hook writes their records
+    return True
+
+
+_SendTuple = F.SendTuple
+_TUPLES_PER_FRAME = 1024  # a frame stays far below the receivers' frame limit
 
 # The registrar's own address for the answers of "attach" calls it makes.
 _REGISTRAR = Pid("$registrar", 0, 0, 0)

@@ -59,16 +59,17 @@ class Send(_F, tag=0):
 
 
 class SendTuple(_F, tag=22):
-    """A message that is a flat tuple of scalars (str, bytes, int, float, bool, None), pids
-    and refs (their records are written by the batch encoder's hook).
+    """Messages for one process, each a flat tuple of scalars (str, bytes, int, float, bool,
+    None), pids and refs, in order.
 
-    It rides in the batch as a plain msgpack array: encoded and decoded by msgspec in C with
-    the rest of the batch, with no per-message codec pass (the common streaming case).
+    They ride in the batch as plain msgpack arrays: encoded and decoded by msgspec in C with
+    the rest of the batch, with no per-message codec pass; consecutive ones to the same
+    process share one frame (the streaming case).
     """
 
     to: int
     creation: int
-    msg: tuple
+    msgs: list[tuple]
 
 
 class SendName(_F, tag=1):

@@ -152,7 +152,8 @@ class Mesh(_Streams):
         if out is None:
             return  # peer down: dropped, as a message to a dead process is
         out.append(frame)
-        self._queued()
+        if not self._flush_scheduled:
+            self._queued()
 
     def _send(self, peer: Any, data: bytes) -> None:
         sock = self.push.get(peer)
@@ -261,7 +262,8 @@ class NodePorts(_Streams):
             self.push[key] = _push(self.ctx, endpoint)
             out = self.out[key] = []
         out.append(frame)
-        self._queued()
+        if not self._flush_scheduled:
+            self._queued()
 
     def _send(self, key: Any, data: bytes) -> None:
         sock = self.push.get(key)
