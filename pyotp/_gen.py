@@ -250,6 +250,9 @@ async def call(dest: Any, request: Any, timeout: float | None = 5.0, what: str =
         me.marker_ref = mref
         me.marker_pos = pos
         _api.send(pid, ("$gen_call", (me.pid, mref), request))
+        router = sched.router
+        if router is not None and timeout != 0:
+            router.await_reply(me)  # another scheduler or node: send now, poll a moment
 
     def is_answer(m: Any) -> bool:
         return type(m) is tuple and (

@@ -144,6 +144,17 @@ def self_pid() -> Pid:
 # The scheduler's timer wheel (one per OS process); set when the scheduler starts.
 wheel: TimerWheel | None = None
 
+# [processes of this OS process parked in receive]: the others are running or ready to run
+# (or await something else). A caller polls for a cross-scheduler reply only when no other
+# process could use the time (see Router.await_reply).
+_counts = [0]
+
+
+def waiting() -> int:
+    """How many processes of this OS process are parked in `receive` now."""
+    return _counts[0]
+
+
 # Set by the router of a scheduler with peers: called when a process is about to wait, so
 # the frames it queued (a call's request, a reply) leave now, not at the end of the turn.
 flush_hook: Callable[[], None] | None = None
@@ -203,10 +214,13 @@ async def receive_matching(
     fut = loop.create_future()
     proc.waiter = fut
     proc.matcher = matcher
+    counts = _counts
+    counts[0] += 1
     if timeout is None:
         try:
             msg = await fut
         finally:
+            counts[0] -= 1
             if proc.waiter is fut:
                 proc.waiter = None
     else:
@@ -214,6 +228,7 @@ async def receive_matching(
         try:
             msg = await fut
         finally:
+            counts[0] -= 1
             wheel.cancel(key, fut)
             if proc.waiter is fut:
                 proc.waiter = None

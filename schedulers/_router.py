@@ -18,6 +18,7 @@ sees it.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from transport import BadArg, CodecError, NotSerializable, Pid, Ref, _codec
@@ -33,6 +34,8 @@ __all__ = ["Router", "fn_name", "resolve_fn"]
 log = logging.getLogger("pyotp.scheduler")
 
 MAX_MESSAGE_SIZE = 64 * 1024 * 1024
+_SPIN = 0.001  # seconds a caller polls for its reply when nothing else could run
+_clock = time.perf_counter
 _MAX_PENDING = 100_000  # frames held per node while it is being connected
 
 
@@ -85,9 +88,41 @@ class Router:
         self._acks: dict[Any, list] = {}
         self._pending_names: dict[str, Any] = {}
         self.max_message_size = MAX_MESSAGE_SIZE
+        self.spin = _SPIN  # seconds a caller may poll for its reply (see await_reply)
         _process.flush_hook = self.flush_early
 
     # ------------------------------------------------------------------ outbound
+
+    def await_reply(self, caller: Process) -> None:
+        """`caller` queued a call's request: send it now; poll a moment for the answer.
+
+        Waking a scheduler asleep in epoll costs more than a whole round trip to a live peer
+        on this kind of machine (ZeroMQ's IO thread, its mailbox FD, the loop, then a CPU
+        that went cold), so when no other process of this scheduler could use the time the
+        caller polls the sockets for up to `spin` seconds, as Erlang schedulers busy-wait.
+        It stops at the first inbound batch, whoever it is for.
+        """
+        mesh = self.mesh
+        ports = self.ports
+        # Send even if this turn already flushed early (see flush_early).
+        mesh.early = False
+        mesh._send_queued()
+        if ports is not None:
+            ports.early = False
+            ports._send_queued()
+        sched = self.sched
+        if self.spin <= 0 or len(sched.procs) - _process._counts[0] > 1:
+            return
+        deadline = _clock() + self.spin
+        while True:
+            if mesh.poll() or (ports is not None and ports.poll()):
+                return
+            if _clock() > deadline:
+                # Polling read the edge-triggered FDs' state: re-arm before the loop waits.
+                mesh.rearm()
+                if ports is not None:
+                    ports.rearm()
+                return
 
     def flush_early(self) -> None:
         """A process is about to wait: send what this turn queued so far (once per turn)."""

@@ -6,6 +6,8 @@ level so the worker can import them.
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 import pyotp
@@ -107,3 +109,49 @@ def test_many_senders_in_one_turn_all_reach_the_other_scheduler():
         return sorted(got)
 
     assert run2(main) == sorted(("from", i) for i in range(200))
+
+
+class Echo(pyotp.gen_server.GenServer):
+    def init(self, arg):
+        return ("ok", None)
+
+    def handle_call(self, req, from_, state):
+        if req == "die":
+            raise RuntimeError("asked to die")
+        if req[0] == "slow":
+            import time
+
+            time.sleep(req[1])  # blocks its scheduler: the caller's poll must give up
+        return ("reply", req, state)
+
+
+def test_sequential_calls_across_schedulers_answer_in_order_while_the_caller_polls():
+    async def main():
+        srv = await pyotp.gen_server.start(Echo, None, scheduler=1)
+        got = [await pyotp.gen_server.call(srv, ("n", i), timeout=T) for i in range(300)]
+        slow = await pyotp.gen_server.call(srv, ("slow", 0.05), timeout=T)
+        with pytest.raises(pyotp.CallExit) as e:
+            await pyotp.gen_server.call(srv, "die", timeout=T)
+        return got, slow, e.value.reason
+
+    got, slow, reason = run2(main)
+    assert got == [("n", i) for i in range(300)] and slow == ("slow", 0.05)
+    assert isinstance(reason, pyotp.Crash) and "asked to die" in reason.message
+
+
+def test_a_busy_local_process_keeps_running_while_another_calls_across_schedulers():
+    async def ticker(parent, n):
+        for i in range(n):
+            pyotp.send(parent, ("tick", i))
+            await asyncio.sleep(0)
+
+    async def main():
+        me = pyotp.self()
+        srv = await pyotp.gen_server.start(Echo, None, scheduler=1)
+        pyotp.spawn(ticker, me, 200)
+        for i in range(50):
+            assert await pyotp.gen_server.call(srv, ("n", i), timeout=T) == ("n", i)
+        ticks = [await pyotp.receive(("tick", ANY), timeout=T) for _ in range(200)]
+        return ticks == [("tick", i) for i in range(200)]
+
+    assert run2(main)

@@ -164,6 +164,27 @@ class Mesh(_Streams):
         except zmq.ZMQError as exc:
             log.error("dropping a batch to scheduler %s: %s", peer, exc)
 
+    def poll(self) -> bool:
+        """Handle one inbound message if one waits, outside the reader; True if so."""
+        pull = self.pull
+        try:
+            if not pull.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                return False
+            data = pull.recv(zmq.NOBLOCK)
+        except zmq.ZMQError:
+            return False
+        self.on_batch(data)
+        self.rearm()
+        return True
+
+    def rearm(self) -> None:
+        """After reading outside the reader: run it again if a message waits (edge FD)."""
+        try:
+            if self.pull.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                self.loop.call_soon(self._readable)
+        except zmq.ZMQError:
+            pass
+
     def _readable(self) -> None:
         pull = self.pull
         handle = self.on_batch
@@ -290,9 +311,27 @@ class NodePorts(_Streams):
         entry[1].append(data)
         self.held_bytes += len(data)
 
-    def _readable(self) -> None:
+    def poll(self) -> bool:
+        """Handle one inbound message if one waits (see `Mesh.poll`); True if so."""
+        try:
+            if not self.pull.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                return False
+        except zmq.ZMQError:
+            return False
+        self._readable(1)
+        return True
+
+    def rearm(self) -> None:
+        """After reading outside the reader: run it again if a message waits (edge FD)."""
+        try:
+            if self.pull.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                self.loop.call_soon(self._readable)
+        except zmq.ZMQError:
+            pass
+
+    def _readable(self, limit: int = _SLICE) -> None:
         pull = self.pull
-        for _ in range(_SLICE):
+        for _ in range(limit):
             try:
                 parts = pull.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
@@ -309,6 +348,9 @@ class NodePorts(_Streams):
                 self._hold(parts[0], parts[1])
                 continue
             self.on_batch(node, parts[1])
+        if limit < _SLICE:  # a poll: run the reader again only if more waits
+            self.rearm()
+            return
         self.loop.call_soon(self._readable)
 
     def close(self) -> None:
