@@ -95,6 +95,21 @@ class _Streams:
     def _send(self, key: Any, data: bytes) -> None:
         raise NotImplementedError
 
+    def close(self) -> None:
+        """Close every socket (after the peers acknowledged; see the module docstring)."""
+        if self.closed:
+            return
+        self.flush()
+        self.closed = True
+        try:
+            self.loop.remove_reader(self._fd)
+        except Exception:  # the loop may already be closed
+            pass
+        for sock in self.push.values():
+            sock.close(linger=1000)
+        self.push.clear()
+        self.pull.close(linger=0)
+
 
 def _pull(ctx: Any, max_frame: int) -> Any:
     sock = ctx.socket(zmq.PULL)
@@ -200,22 +215,6 @@ class Mesh(_Streams):
             handle(data)
         # More may be waiting; the FD is edge-triggered and will not fire again for it.
         self.loop.call_soon(self._readable)
-
-    def close(self) -> None:
-        """Close every socket (after the peers acknowledged; see the module docstring)."""
-        if self.closed:
-            return
-        self.flush()
-        self.closed = True
-        try:
-            self.loop.remove_reader(self._fd)
-        except Exception:  # the loop may already be closed
-            pass
-        for sock in self.push.values():
-            sock.close(linger=1000)
-        self.push.clear()
-        self.pull.close(linger=0)
-
 
 class NodePorts(_Streams):
     """Internal: one scheduler's tcp:// streams to the schedulers of other nodes.
@@ -352,17 +351,3 @@ class NodePorts(_Streams):
             self.rearm()
             return
         self.loop.call_soon(self._readable)
-
-    def close(self) -> None:
-        if self.closed:
-            return
-        self.flush()
-        self.closed = True
-        try:
-            self.loop.remove_reader(self._fd)
-        except Exception:  # the loop may already be closed
-            pass
-        for sock in self.push.values():
-            sock.close(linger=1000)
-        self.push.clear()
-        self.pull.close(linger=0)
