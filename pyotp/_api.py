@@ -12,6 +12,7 @@ from typing import Any, Callable
 from schedulers import current_process, deliver, get, receive_matching
 from schedulers._info import info_of
 from schedulers._load import SchedulerStatistics, choose_scheduler
+from schedulers._process import _counts as _parked
 from schedulers._process import _current
 from transport import BadArg, Exit, NotInProcess, Pid, Ref, Timeout
 
@@ -189,6 +190,7 @@ def send(dest: Pid | str | tuple[str, str], msg: Any) -> Any:
             w = proc.waiter
             if w is not None and proc.matcher is None and not w.done():
                 proc.waiter = None
+                _parked[0] -= 1
                 w.set_result(msg)
             else:
                 deliver(proc, msg)

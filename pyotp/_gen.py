@@ -22,6 +22,7 @@ from __future__ import annotations
 from typing import Any, Awaitable, Callable
 
 from schedulers import current_process, deliver, get, receive_matching, self_pid
+from schedulers._process import _counts as _parked
 from schedulers._process import _current
 from transport import BadArg, CallExit, CallTimeout, NotInProcess, Pid, Ref, StartError, Timeout
 
@@ -240,6 +241,7 @@ async def call(dest: Any, request: Any, timeout: float | None = 5.0, what: str =
         w = server.waiter
         if w is not None and server.matcher is None and not w.done():
             server.waiter = None
+            _parked[0] -= 1
             w.set_result(msg)
         else:
             deliver(server, msg)

@@ -26,7 +26,9 @@ from transport import BadArg, Exit, NotInProcess, Pid, Ref, Timeout
 from ._match import compile_patterns
 from ._timers import EXPIRED, TimerWheel
 
-__all__ = ["Process", "current", "current_process", "deliver", "receive", "self_pid"]
+__all__ = [
+    "Process", "current", "current_process", "deliver", "receive", "self_pid", "unpark",
+]
 
 _current: contextvars.ContextVar[Process] = contextvars.ContextVar("pyotp_process")
 current = _current.get
@@ -106,11 +108,13 @@ def deliver(proc: Process, msg: Any) -> None:
             ok = m is None or m(msg)
         except Exception as exc:  # a raising predicate fails the receive, in the receiver
             proc.waiter = None
+            _counts[0] -= 1
             if not w.done():
                 w.set_exception(exc)
             ok = False
         if ok:
             proc.waiter = None
+            _counts[0] -= 1
             if not w.done():
                 w.set_result(msg)
                 return
@@ -144,9 +148,10 @@ def self_pid() -> Pid:
 # The scheduler's timer wheel (one per OS process); set when the scheduler starts.
 wheel: TimerWheel | None = None
 
-# [processes of this OS process parked in receive]: the others are running or ready to run
-# (or await something else). A caller polls for a cross-scheduler reply only when no other
-# process could use the time (see Router.await_reply).
+# [processes of this OS process parked in receive, not yet woken]: the others are running or
+# ready to run (or await something else). Whoever clears a parked process's `waiter` to wake
+# it takes it off this count (`unpark`). A process polls the sockets for a frame from another
+# scheduler only when no other process could use the time (see Router.await_reply).
 _counts = [0]
 
 
@@ -155,9 +160,17 @@ def waiting() -> int:
     return _counts[0]
 
 
-# Set by the router of a scheduler with peers: called when a process is about to wait, so
-# the frames it queued (a call's request, a reply) leave now, not at the end of the turn.
-flush_hook: Callable[[], None] | None = None
+def unpark(proc: Process) -> None:
+    """Clear `proc`'s waiter (the caller resolves or drops it): it is no longer parked."""
+    if proc.waiter is not None:
+        proc.waiter = None
+        _counts[0] -= 1
+
+
+# Set by the router of a scheduler with peers: called when a process has just parked in
+# `receive`, so the frames it queued (a call's request, a reply) leave now, not at the end of
+# the turn.
+flush_hook: Callable[[], Any] | None = None
 
 
 async def receive(*patterns: Any, timeout: float | None = None) -> Any:
@@ -208,30 +221,30 @@ async def receive_matching(
             i += 1
     if timeout == 0:
         raise Timeout()
-    if flush_hook is not None:
-        flush_hook()
     loop = proc.task.get_loop()
     fut = loop.create_future()
     proc.waiter = fut
     proc.matcher = matcher
     counts = _counts
     counts[0] += 1
+    if flush_hook is not None:
+        flush_hook()  # parked already: a match it receives meanwhile resolves `fut`
     if timeout is None:
         try:
             msg = await fut
         finally:
-            counts[0] -= 1
-            if proc.waiter is fut:
+            if proc.waiter is fut:  # not woken by a message: a kill or a cancel
                 proc.waiter = None
+                counts[0] -= 1
     else:
         key = wheel.arm(timeout, fut)
         try:
             msg = await fut
         finally:
-            counts[0] -= 1
             wheel.cancel(key, fut)
-            if proc.waiter is fut:
+            if proc.waiter is fut:  # the timer, a kill or a cancel
                 proc.waiter = None
+                counts[0] -= 1
         if msg is EXPIRED:
             raise Timeout()
     proc.reductions += 1

@@ -18,6 +18,7 @@ sees it.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from typing import Any
 
@@ -36,6 +37,7 @@ log = logging.getLogger("pyotp.scheduler")
 MAX_MESSAGE_SIZE = 64 * 1024 * 1024
 _SPIN = 0.001  # seconds a caller polls for its reply when nothing else could run
 _clock = time.perf_counter
+_yield = os.sched_yield
 _MAX_PENDING = 100_000  # frames held per node while it is being connected
 
 
@@ -100,7 +102,6 @@ class Router:
         on this kind of machine (ZeroMQ's IO thread, its mailbox FD, the loop, then a CPU
         that went cold), so when no other process of this scheduler could use the time the
         caller polls the sockets for up to `spin` seconds, as Erlang schedulers busy-wait.
-        It stops at the first inbound batch, whoever it is for.
         """
         mesh = self.mesh
         ports = self.ports
@@ -110,32 +111,57 @@ class Router:
         if ports is not None:
             ports.early = False
             ports._send_queued()
-        sched = self.sched
-        if self.spin <= 0 or len(sched.procs) - _process._counts[0] > 1:
-            return
+        if self.spin > 0 and len(self.sched.procs) - _process._counts[0] <= 1:
+            self._poll_a_moment()
+
+    def flush_early(self) -> bool:
+        """A process has just parked: send what this turn queued so far (once per turn).
+
+        When that sent something (a reply, a request) and no other process of this scheduler
+        could run, the answer or the next request is likely close: poll for it a moment
+        (see `await_reply`). Returns True if inbound frames were handled meanwhile.
+        """
+        mesh = self.mesh
+        sent = False
+        if mesh.early:
+            if mesh.closed:
+                if _process.flush_hook == self.flush_early:
+                    _process.flush_hook = None  # this scheduler is gone (an earlier run)
+                return False
+            mesh.flush_early()
+            sent = True
+        ports = self.ports
+        if ports is not None and ports.early and not ports.closed:
+            ports.flush_early()
+            sent = True
+        if sent and self.spin > 0 and len(self.sched.procs) <= _process._counts[0]:
+            return self._poll_a_moment()
+        return False
+
+    def _poll_a_moment(self) -> bool:
+        """Poll the inbound sockets for up to `spin` s, yielding the CPU between looks.
+
+        Handles the first batch that arrives (whoever it is for) and returns True; False
+        when none came. Yielding lets ZeroMQ's IO threads (which carry the very batch polled
+        for) and other OS processes run on this CPU at once.
+        """
+        mesh = self.mesh
+        ports = self.ports
         deadline = _clock() + self.spin
         while True:
             if mesh.poll() or (ports is not None and ports.poll()):
-                return
+                # What the handled frames make processes send may again leave early.
+                mesh.early = mesh._flush_scheduled
+                if ports is not None:
+                    ports.early = ports._flush_scheduled
+                return True
+            _yield()
             if _clock() > deadline:
                 # Polling read the edge-triggered FDs' state: re-arm before the loop waits.
                 mesh.rearm()
                 if ports is not None:
                     ports.rearm()
-                return
-
-    def flush_early(self) -> None:
-        """A process is about to wait: send what this turn queued so far (once per turn)."""
-        mesh = self.mesh
-        if mesh.early:
-            if mesh.closed:
-                if _process.flush_hook == self.flush_early:
-                    _process.flush_hook = None  # this scheduler is gone (an earlier run)
-                return
-            mesh.flush_early()
-        ports = self.ports
-        if ports is not None and ports.early and not ports.closed:
-            ports.flush_early()
+                return False
 
     def _put(self, peer: int, frame: Any) -> None:
         self.mesh.put(peer, frame)

@@ -174,7 +174,7 @@ class Scheduler:
         if cancel and task is not None and not task.done():
             task.cancel()  # also when proc is the running task: it stops at its next await
         proc.mbox = None
-        proc.waiter = None
+        _process.unpark(proc)
         router = self.router
         if proc.monitors:
             for ref, target in proc.monitors.items():
