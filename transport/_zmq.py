@@ -29,6 +29,8 @@ __all__ = ["Mesh", "NodePorts"]
 
 log = logging.getLogger("pyotp.transport")
 
+_EVENTS = int(zmq.EVENTS)
+_POLLIN = int(zmq.POLLIN)  # plain ints: zmq's flag enums make `&` cost microseconds
 _SLICE = 64  # inbound ZeroMQ messages handled per loop callback before yielding
 _HELD_FOR = 10.0  # seconds a message under a not-yet-applied token is kept, undecoded
 _HELD_MAX = 64 * 1024 * 1024  # bytes of such messages kept at most
@@ -183,7 +185,7 @@ class Mesh(_Streams):
         """Handle one inbound message if one waits, outside the reader; True if so."""
         pull = self.pull
         try:
-            if not pull.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            if not pull.getsockopt(_EVENTS) & _POLLIN:
                 return False
             data = pull.recv(zmq.NOBLOCK)
         except zmq.ZMQError:
@@ -195,7 +197,7 @@ class Mesh(_Streams):
     def rearm(self) -> None:
         """After reading outside the reader: run it again if a message waits (edge FD)."""
         try:
-            if self.pull.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            if self.pull.getsockopt(_EVENTS) & _POLLIN:
                 self.loop.call_soon(self._readable)
         except zmq.ZMQError:
             pass
@@ -313,7 +315,7 @@ class NodePorts(_Streams):
     def poll(self) -> bool:
         """Handle one inbound message if one waits (see `Mesh.poll`); True if so."""
         try:
-            if not self.pull.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            if not self.pull.getsockopt(_EVENTS) & _POLLIN:
                 return False
         except zmq.ZMQError:
             return False
@@ -323,7 +325,7 @@ class NodePorts(_Streams):
     def rearm(self) -> None:
         """After reading outside the reader: run it again if a message waits (edge FD)."""
         try:
-            if self.pull.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            if self.pull.getsockopt(_EVENTS) & _POLLIN:
                 self.loop.call_soon(self._readable)
         except zmq.ZMQError:
             pass
