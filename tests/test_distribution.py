@@ -208,8 +208,9 @@ def test_unauthenticated_and_malformed_data_frames_are_dropped(peer):
         sock.setsockopt(zmq.LINGER, 1000)
         sock.connect(endpoint)
         sock.send_multipart([b"not-a-token", b"\x91\x93\x00\x01\x02"])
-        sock.send_multipart([ports.tokens[b.name], b"\xc1garbage"])  # right token, bad batch
-        sock.send(b"single part")
+        sock.send(b"t" * 32 + b"\x91\x93\x00\x01\x02")  # unknown token: never decoded
+        sock.send(ports.tokens[b.name] + b"\xc1garbage")  # right token, bad batch
+        sock.send(b"short")
         sock.close()
         pyotp.send(("echo", b.name), (pyotp.self(), "alive?"))
         return (await pyotp.receive(("echo", ANY, ANY), timeout=T))[1]
@@ -293,7 +294,7 @@ def test_an_oversized_frame_on_the_data_port_harms_no_one(peer):
         sock = zmq.Context.instance().socket(zmq.PUSH)
         sock.setsockopt(zmq.LINGER, 2000)
         sock.connect(ours)
-        sock.send_multipart([b"x" * 32, b"y" * 3_000_000])  # over the limit: connection dropped
+        sock.send(b"x" * 32 + b"y" * 3_000_000)  # over the limit: connection dropped
         sock.close()
         await asyncio.sleep(0.2)
         pyotp.send(("echo", b.name), (pyotp.self(), "still fine"))

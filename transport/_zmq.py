@@ -24,6 +24,7 @@ from typing import Any, Callable
 import zmq
 
 from ._frames import encode_batch
+from ._handshake import CHALLENGE_SIZE
 
 __all__ = ["Mesh", "NodePorts"]
 
@@ -34,6 +35,8 @@ _POLLIN = int(zmq.POLLIN)  # plain ints: zmq's flag enums make `&` cost microsec
 _SLICE = 64  # inbound ZeroMQ messages handled per loop callback before yielding
 _HELD_FOR = 10.0  # seconds a message under a not-yet-applied token is kept, undecoded
 _HELD_MAX = 64 * 1024 * 1024  # bytes of such messages kept at most
+# A node stream message is the sender's session token (TOKEN_SIZE bytes), then the batch.
+TOKEN_SIZE = CHALLENGE_SIZE
 
 
 class _Streams:
@@ -221,7 +224,8 @@ class Mesh(_Streams):
 class NodePorts(_Streams):
     """Internal: one scheduler's tcp:// streams to the schedulers of other nodes.
 
-    Inbound, a PULL socket on a tcp port takes two-part messages [token, batch]; only tokens
+    Inbound, a PULL socket on a tcp port takes messages token + batch (the token is the
+    first TOKEN_SIZE bytes: one ZeroMQ part, so one recv per message); only tokens
     handed out by a completed cookie handshake are accepted — anything else is dropped and
     counted before it is decoded. A message under a token this scheduler has not applied yet
     is held (undecoded, for a few seconds): the peer may finish the handshake and write before
@@ -260,7 +264,7 @@ class NodePorts(_Streams):
         if entry is not None:
             for data in entry[1]:  # in arrival order, before anything read later
                 self.held_bytes -= len(data)
-                self.on_batch(name, data)
+                self.on_batch(name, memoryview(data)[TOKEN_SIZE:])
 
     def node_down(self, name: str) -> None:
         self.tokens.pop(name, None)
@@ -293,7 +297,7 @@ class NodePorts(_Streams):
         if sock is None or token is None:
             return
         try:
-            sock.send_multipart([token, data], zmq.NOBLOCK, copy=len(data) < 65536)
+            sock.send(token + data, zmq.NOBLOCK, copy=len(data) < 65536)
         except zmq.ZMQError as exc:
             log.error("dropping a batch to %s: %s", key, exc)
 
@@ -303,7 +307,7 @@ class NodePorts(_Streams):
             _, msgs = self.held.pop(t)
             self.rejected += len(msgs)
             self.held_bytes -= sum(len(m) for m in msgs)
-        if not token or self.held_bytes + len(data) > _HELD_MAX:
+        if len(token) < TOKEN_SIZE or self.held_bytes + len(data) > _HELD_MAX:
             self.rejected += 1  # not from an authenticated node: never decoded
             return
         entry = self.held.get(token)
@@ -332,23 +336,22 @@ class NodePorts(_Streams):
 
     def _readable(self, limit: int = _SLICE) -> None:
         pull = self.pull
+        accept = self.accept
         for _ in range(limit):
             try:
-                parts = pull.recv_multipart(zmq.NOBLOCK)
+                data = pull.recv(zmq.NOBLOCK)
             except zmq.Again:
                 return
             except zmq.ZMQError as exc:
                 if not self.closed:
                     log.error("node receive failed: %s", exc)
                 return
-            if len(parts) != 2:
-                self.rejected += 1
-                continue
-            node = self.accept.get(parts[0])
+            token = data[:TOKEN_SIZE]
+            node = accept.get(token)
             if node is None:
-                self._hold(parts[0], parts[1])
+                self._hold(token, data)
                 continue
-            self.on_batch(node, parts[1])
+            self.on_batch(node, memoryview(data)[TOKEN_SIZE:])
         if limit < _SLICE:  # a poll: run the reader again only if more waits
             self.rearm()
             return
