@@ -248,13 +248,22 @@ async def call(dest: Any, request: Any, timeout: float | None = 5.0, what: str =
     else:
         if pid == me.pid:
             raise CallExit("calling_self", f"{what}: a process cannot call itself")
-        mref = sched.monitor(me, pid)
-        me.marker_ref = mref
-        me.marker_pos = pos
-        _api.send(pid, ("$gen_call", (me.pid, mref), request))
         router = sched.router
-        if router is not None and timeout != 0:
-            router.await_reply(me)  # another scheduler or node: send now, poll a moment
+        if router is not None and type(pid) is Pid and not sched.is_local(pid):
+            # Another scheduler or node: monitor and request in one frame, sent now; then
+            # poll a moment for the reply.
+            mref = router.gen_call(me, pid, request)
+            me.marker_ref = mref
+            me.marker_pos = pos
+            if timeout != 0:
+                router.await_reply(me)
+        else:
+            mref = sched.monitor(me, pid)
+            me.marker_ref = mref
+            me.marker_pos = pos
+            _api.send(pid, ("$gen_call", (me.pid, mref), request))
+            if router is not None and timeout != 0 and type(pid) is not Pid:
+                router.await_reply(me)  # (name, node): send now, poll a moment
 
     def is_answer(m: Any) -> bool:
         return type(m) is tuple and (

@@ -28,7 +28,7 @@ from transport._codec import _raw_decode, _raw_encode, decode, to_wire
 
 from . import _process
 from ._info import info_of
-from ._process import Process, deliver
+from ._process import Process, _current, deliver
 
 __all__ = ["Router", "fn_name", "resolve_fn"]
 
@@ -38,6 +38,7 @@ MAX_MESSAGE_SIZE = 64 * 1024 * 1024
 _SPIN = 0.001  # seconds a caller polls for its reply when nothing else could run
 _clock = time.perf_counter
 _yield = os.sched_yield
+_current_get = _current.get
 _MAX_PENDING = 100_000  # frames held per node while it is being connected
 
 
@@ -262,9 +263,41 @@ class Router:
         """Send to the process registered as `name` on another node."""
         self._to_node(node, 0, F.SendName(name, self._payload(msg)))
 
+    def gen_call(self, caller: Process, pid: Pid, request: Any) -> Ref:
+        """Monitor `pid` (another scheduler's or node's) for `caller` and send it the call
+        ("$gen_call", (caller, ref), request), in one frame; return the monitor ref.
+
+        Raises:
+            NotSerializable: `request` is not a term.
+            BadArg: `request` is over max_message_size.
+        """
+        payload = self._payload(request)
+        ref = self.sched.make_ref()
+        if caller.monitors is None:
+            caller.monitors = {ref: pid}
+        else:
+            caller.monitors[ref] = pid
+        if not self.alive(pid):
+            del caller.monitors[ref]
+            deliver(caller, ("DOWN", ref, "process", pid, "noconnection"))
+            return ref
+        self._to(pid, F.GenCall(pid.serial, pid.creation, to_wire(caller.pid), to_wire(ref),
+                                payload))
+        return ref
+
     def reply(self, pid: Pid, tag: Any, value: Any) -> None:
-        if self.alive(pid):
-            self._to(pid, F.Reply(to_wire(pid), to_wire(tag), self._payload(value)))
+        if not self.alive(pid):
+            return
+        # Replied by the monitored process itself: drop that monitor here and tell the
+        # caller, which then has no Demonitor to send.
+        me = _current_get(None)
+        released = False
+        if me is not None and me.watchers:
+            entry = me.watchers.get(tag)
+            if entry is not None and entry[0] == pid:
+                del me.watchers[tag]
+                released = True
+        self._to(pid, F.Reply(to_wire(pid), to_wire(tag), self._payload(value), released))
 
     def link(self, sender: Pid, pid: Pid) -> bool:
         """Link to a remote pid; False when its scheduler is down (then: noproc)."""
@@ -426,6 +459,19 @@ class Router:
                         deliver(proc, _raw_decode(frame.msg))
                     else:
                         self.dropped += 1
+                elif t is _GenCall:
+                    proc = procs.get(frame.to)
+                    if proc is not None and frame.creation == sched.creation:
+                        ref = frame.ref
+                        caller = frame.caller
+                        if proc.watchers is None:
+                            proc.watchers = {ref: (caller, proc.pid)}
+                        else:
+                            proc.watchers[ref] = (caller, proc.pid)
+                        deliver(proc, ("$gen_call", (caller, ref), _raw_decode(frame.request)))
+                    else:
+                        target = Pid(sched.node, sched.index, frame.to, frame.creation)
+                        self.down(frame.caller, frame.ref, target, "noproc")
                 else:
                     self._on_frame(frame)
             except Exception as exc:  # a bad frame never kills the scheduler
@@ -447,6 +493,8 @@ class Router:
         elif t is F.Reply:
             proc = sched.lookup(frame.to)
             if proc is not None and proc.monitors and frame.tag in proc.monitors:
+                if frame.released:
+                    del proc.monitors[frame.tag]
                 deliver(proc, (frame.tag, decode(frame.value)))
         elif t is F.Exit:
             sched.exit_signal(frame.sender, frame.to, frame.reason, frame.linked)
@@ -803,6 +851,7 @@ def _flat(msg: Any, max_size: int) -> bool:
 
 
 _SendTuple = F.SendTuple
+_GenCall = F.GenCall
 _TUPLES_PER_FRAME = 1024  # a frame stays far below the receivers' frame limit
 
 # The registrar's own address for the answers of "attach" calls it makes.

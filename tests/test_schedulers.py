@@ -101,6 +101,23 @@ class Counter(gen_server.GenServer):
         return ("reply", n, n + 1)
 
 
+class Delegating(gen_server.GenServer):
+    """Answers "direct" itself; anything else through a helper process it spawns."""
+
+    def init(self, arg):
+        return ("ok", None)
+
+    def handle_call(self, req, from_, state):
+        if req == "direct":
+            return ("reply", "direct", state)
+        pyotp.spawn(reply_for, from_, req)
+        return ("noreply", state)
+
+
+async def reply_for(from_, value):
+    gen_server.reply(from_, value)
+
+
 class OneWorkerSup(supervisor.Supervisor):
     def init(self, sched):
         flags = {"strategy": "one_for_one", "intensity": 5, "period": 10}
@@ -335,6 +352,36 @@ def test_gen_server_call_to_a_server_on_another_scheduler():
         return a, b, their_os != os.getpid()
 
     assert run2(main) == (5, 6, True)
+
+
+def test_calls_across_schedulers_leave_no_monitor_behind():
+    # A server's own reply drops its side of the call's monitor (no Demonitor frame); a
+    # helper's reply cannot, so the caller's demonitor must still reach the server.
+    async def main():
+        srv = await gen_server.start_link(Delegating, None, scheduler=1)
+        answers = set()
+        for _ in range(20):
+            answers.add(await gen_server.call(srv, "direct", timeout=T))
+            answers.add(await gen_server.call(srv, "helper", timeout=T))
+        mine = await pyotp.process_info(pyotp.self())
+        theirs = await pyotp.process_info(srv)  # behind every Demonitor on the same stream
+        return answers, mine["monitors"], theirs["monitored_by"]
+
+    assert run2(main) == ({"direct", "helper"}, [], [])
+
+
+def test_a_call_to_a_dead_process_on_another_scheduler_exits_noproc():
+    async def main():
+        pid = pyotp.spawn(echo, scheduler=1)
+        ref = pyotp.monitor(pid)
+        pyotp.exit(pid, "kill")
+        await pyotp.receive(("DOWN", ref, "process", pid, ANY), timeout=T)
+        with pytest.raises(pyotp.CallExit) as info:
+            await gen_server.call(pid, "hello", timeout=T)
+        me = await pyotp.process_info(pyotp.self())
+        return info.value.reason, me["monitors"]
+
+    assert run2(main) == ("noproc", [])
 
 
 def test_placement_near_and_auto_pick_live_schedulers():

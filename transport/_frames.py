@@ -24,6 +24,7 @@ __all__ = [
     "Down",
     "Exit",
     "Frame",
+    "GenCall",
     "Hello",
     "Link",
     "Load",
@@ -80,11 +81,28 @@ class SendName(_F, tag=1):
 
 
 class Reply(_F, tag=2):
-    """A call reply: delivered only while `to` still holds the monitor `tag` (its alias)."""
+    """A call reply: delivered only while `to` still holds the monitor `tag` (its alias).
+
+    `released`: the replying process was the monitored one and dropped that monitor as it
+    replied, so the caller drops its side without sending a Demonitor back.
+    """
 
     to: Any
     tag: Any
     value: Any
+    released: bool = False
+
+
+class GenCall(_F, tag=23):
+    """A behaviour call in one frame: `caller` monitors the process (`to`, `creation`) under
+    `ref`, then ("$gen_call", (caller, ref), request) is delivered to it — what a Monitor
+    frame followed by a Send would do. A dead target answers with DOWN noproc."""
+
+    to: int
+    creation: int
+    caller: Any
+    ref: Any
+    request: bytes
 
 
 class Link(_F, tag=3):
@@ -245,7 +263,7 @@ class MonitorNode(_F, tag=21):
 Frame = Union[  # noqa: UP007 - msgspec needs the Union form here
     Send, SendName, Reply, Link, Unlink, Exit, Monitor, Demonitor, Down, Spawn, Call,
     NameUp, NameDown, Registered, Load, Hello, Stop, Bye, Peer, NodeUp, NodeDown, MonitorNode,
-    SendTuple,
+    SendTuple, GenCall,
 ]
 
 _batch_decoder = msgspec.msgpack.Decoder(list[Frame], ext_hook=_ext_hook)
