@@ -27,7 +27,8 @@ from ._match import compile_patterns
 from ._timers import EXPIRED, TimerWheel
 
 __all__ = [
-    "Process", "current", "current_process", "deliver", "receive", "self_pid", "unpark",
+    "Process", "current", "current_process", "deliver", "deliver_many", "receive", "self_pid",
+    "unpark",
 ]
 
 _current: contextvars.ContextVar[Process] = contextvars.ContextVar("pyotp_process")
@@ -189,8 +190,36 @@ async def receive(*patterns: Any, timeout: float | None = None) -> Any:
         raise NotInProcess("pyotp.receive()")
     if timeout is not None and (type(timeout) not in (int, float) or timeout < 0):
         raise BadArg(f"receive timeout must be None or seconds >= 0, got {timeout!r}")
-    matcher = compile_patterns(patterns) if patterns else None
-    return await receive_matching(proc, matcher, timeout, patterns)
+    if patterns:
+        return await receive_matching(proc, compile_patterns(patterns), timeout, patterns)
+    mbox = proc.mbox
+    if mbox and proc.reason is None:  # any message, one queued: no second coroutine
+        proc.reductions += 1
+        if proc.marker_pos:
+            proc.marker_pos -= 1
+        return mbox.popleft()
+    return await receive_matching(proc, None, timeout, patterns)
+
+
+def deliver_many(proc: Process, msgs: list) -> None:
+    """`deliver` each of `msgs` in order; the ones after a wake-up are queued in one step."""
+    if proc.waiter is not None:
+        i = 0
+        for msg in msgs:
+            i += 1
+            deliver(proc, msg)
+            if proc.waiter is None:
+                break
+        else:
+            return
+        msgs = msgs[i:]
+        if not msgs:
+            return
+    mbox = proc.mbox
+    if mbox is None:
+        proc.mbox = deque(msgs)
+    else:
+        mbox.extend(msgs)
 
 
 async def receive_matching(

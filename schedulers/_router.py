@@ -28,7 +28,7 @@ from transport._codec import _raw_decode, _raw_encode, decode, to_wire
 
 from . import _process
 from ._info import info_of
-from ._process import Process, _current, deliver
+from ._process import Process, _current, deliver, deliver_many
 
 __all__ = ["Router", "fn_name", "resolve_fn"]
 
@@ -92,6 +92,11 @@ class Router:
         self._pending_names: dict[str, Any] = {}
         self.max_message_size = MAX_MESSAGE_SIZE
         self.spin = _SPIN  # seconds a caller may poll for its reply (see await_reply)
+        # The last SendTuple frame queued, its pid and stream (see send); forgotten whenever
+        # a peer or node comes or goes.
+        self._tail_pid: Pid | None = None
+        self._tail_frame: Any = None
+        self._tail_out: list | None = None
         _process.flush_hook = self.flush_early
 
     # ------------------------------------------------------------------ outbound
@@ -218,6 +223,18 @@ class Router:
         return data
 
     def send(self, pid: Pid, msg: Any) -> None:
+        # Streaming to one process: its SendTuple frame is still the last one queued.
+        if pid is self._tail_pid:
+            frame = self._tail_frame
+            out = self._tail_out
+            if (
+                out
+                and out[-1] is frame
+                and len(frame.msgs) < _TUPLES_PER_FRAME
+                and _flat(msg, self.max_message_size)
+            ):
+                frame.msgs.append(msg)
+                return
         if pid.node == self.node:
             if self.creations.get(pid.scheduler) != pid.creation:
                 to_wire(msg)  # still refuse a non-term, whatever became of the pid
@@ -248,7 +265,11 @@ class Router:
                 ):
                     last.msgs.append(msg)
                     return  # the frame is queued already, and so is its flush
-            out.append(_SendTuple(pid.serial, pid.creation, [msg]))
+            frame = _SendTuple(pid.serial, pid.creation, [msg])
+            out.append(frame)
+            self._tail_pid = pid
+            self._tail_frame = frame
+            self._tail_out = out
         else:
             out.append(F.Send(pid.serial, pid.creation, self._payload(msg)))
         if not streams._flush_scheduled:
@@ -449,8 +470,7 @@ class Router:
                 if t is F.SendTuple:
                     proc = procs.get(frame.to)
                     if proc is not None and frame.creation == sched.creation:
-                        for msg in frame.msgs:
-                            deliver(proc, msg)
+                        deliver_many(proc, frame.msgs)
                     else:
                         self.dropped += len(frame.msgs)
                 elif t is F.Send:
@@ -776,6 +796,7 @@ class Router:
 
     def peer_down(self, index: int) -> None:
         """Scheduler `index` is gone: every link and monitor to it fires with noconnection."""
+        self._tail_pid = None
         self.creations.pop(index, None)
         self.mesh.disconnect(index)
         self.loads.pop(index, None)
@@ -783,11 +804,13 @@ class Router:
         self._lost_where(lambda pid: pid.scheduler == index and pid.node == node)
 
     def peer_up(self, index: int, creation: int, endpoint: str) -> None:
+        self._tail_pid = None
         self.mesh.connect(index, endpoint)
         self.creations[index] = creation
 
     def node_up(self, frame: Any) -> None:
         """Node `frame.name` is connected: open its streams and send what was held for it."""
+        self._tail_pid = None
         if self.ports is None:
             return
         self.remote_nodes[frame.name] = frame
@@ -797,6 +820,7 @@ class Router:
 
     def node_down(self, name: str) -> None:
         """Node `name` is lost (or never came): noconnection for everything tied to it."""
+        self._tail_pid = None
         self.pending.pop(name, None)
         self.remote_nodes.pop(name, None)
         if self.ports is not None:

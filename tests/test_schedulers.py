@@ -101,6 +101,12 @@ class Counter(gen_server.GenServer):
         return ("reply", n, n + 1)
 
 
+async def burst_on_go(to):
+    await pyotp.receive("go")
+    for m in (("a", 1), ("b", 2), ("c", 3), ("b", 4), ("d", 5)):
+        pyotp.send(to, m)  # one loop turn: one frame carries all five
+
+
 class Delegating(gen_server.GenServer):
     """Answers "direct" itself; anything else through a helper process it spawns."""
 
@@ -352,6 +358,19 @@ def test_gen_server_call_to_a_server_on_another_scheduler():
         return a, b, their_os != os.getpid()
 
     assert run2(main) == (5, 6, True)
+
+
+def test_selective_receive_of_a_burst_from_another_scheduler_keeps_order():
+    # The receiver is parked waiting for ("b", _) when the burst arrives in one frame: the
+    # first match wakes it, everything else stays queued in sending order.
+    async def main():
+        sender = pyotp.spawn(burst_on_go, pyotp.self(), scheduler=1)
+        pyotp.send(sender, "go")
+        first = await pyotp.receive(("b", ANY), timeout=T)
+        rest = [await pyotp.receive(timeout=T) for _ in range(4)]
+        return first, rest
+
+    assert run2(main) == (("b", 2), [("a", 1), ("c", 3), ("b", 4), ("d", 5)])
 
 
 def test_calls_across_schedulers_leave_no_monitor_behind():
