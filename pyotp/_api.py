@@ -128,7 +128,6 @@ def _caller() -> Any:
 def _place(sched: Any, scheduler: Any, node: Any, placement: Any, near: Any) -> int:
     """Return the scheduler index a spawn goes to (explicit, near a pid, or least loaded)."""
     router = sched.router
-    count = 1 if router is None else max(router.creations.keys() | {sched.index}) + 1
     if node is not None and type(node) is not str:
         raise BadArg(f"spawn node= expects a node name str, got {node!r}")
     if placement is not None and placement != "auto":
@@ -138,18 +137,25 @@ def _place(sched: Any, scheduler: Any, node: Any, placement: Any, near: Any) -> 
     if scheduler is not None:
         if type(scheduler) is not int or scheduler < 0:
             raise BadArg(f"spawn scheduler= expects an int index >= 0, got {scheduler!r}")
-        if scheduler >= count:
-            raise BadArg(
-                f"spawn scheduler={scheduler}: this node has schedulers 0..{count - 1}"
-            )
+        if scheduler != sched.index and (router is None or scheduler not in router.creations):
+            count = _scheduler_count(sched)
+            if scheduler >= count:
+                raise BadArg(
+                    f"spawn scheduler={scheduler}: this node has schedulers 0..{count - 1}"
+                )
         return scheduler
-    if near is not None and near.node == sched.node and near.scheduler < count:
+    if near is not None and near.node == sched.node and near.scheduler < _scheduler_count(sched):
         return near.scheduler
     if placement == "auto" and router is not None:
         target = choose_scheduler(sched)
         router.pending_spawns[target] = router.pending_spawns.get(target, 0) + 1
         return target
     return sched.index
+
+
+def _scheduler_count(sched: Any) -> int:
+    router = sched.router
+    return 1 if router is None else max(router.creations.keys() | {sched.index}) + 1
 
 
 def spawn_link(fn: Callable[..., Any], *args: Any, **opts: Any) -> Pid:

@@ -356,10 +356,21 @@ class Router:
             self._to(pid, F.Demonitor(to_wire(pid), to_wire(ref)))
 
     def down(self, watcher: Pid, ref: Ref, ident: Any, reason: Any) -> None:
-        if self.alive(watcher):
-            self._to(
-                watcher, F.Down(to_wire(watcher), to_wire(ref), to_wire(ident), to_wire(reason))
-            )
+        if not self.alive(watcher):
+            return
+        if (
+            type(ident) is Pid
+            and ref.creation == watcher.creation
+            and ref.scheduler == watcher.scheduler
+            and ref.node == watcher.node
+        ):
+            # The usual case (a monitor by pid, its ref made where the watcher lives).
+            self._to(watcher, F.DownOf(watcher.serial, watcher.creation, ref.id,
+                                       to_wire(reason)))
+            return
+        self._to(
+            watcher, F.Down(to_wire(watcher), to_wire(ref), to_wire(ident), to_wire(reason))
+        )
 
     def spawn(
         self, peer: int, fn: Any, args: tuple, parent: Process | None, link: bool,
@@ -414,9 +425,9 @@ class Router:
             self._to(
                 pid,
                 F.Spawn(
-                    to_wire(pid), name, wire_args,
+                    pid.serial, pid.creation, name, wire_args,
                     to_wire(parent.pid) if parent is not None else None,
-                    link, to_wire(ref) if ref is not None else None, trap_exit,
+                    link, ref.id if ref is not None else None, trap_exit,
                 ),
             )
         if monitor:
@@ -559,6 +570,13 @@ class Router:
             proc = sched.lookup(frame.target)
             if proc is not None and proc.watchers:
                 proc.watchers.pop(frame.ref, None)
+        elif t is F.DownOf:
+            proc = sched.procs.get(frame.to)
+            if proc is not None and proc.monitors and frame.creation == sched.creation:
+                ref = Ref(sched.node, sched.index, sched.creation, frame.ref)
+                pid = proc.monitors.pop(ref, None)
+                if pid is not None:
+                    deliver(proc, ("DOWN", ref, "process", pid, frame.reason))
         elif t is F.Down:
             proc = sched.lookup(frame.watcher)
             if proc is not None and proc.monitors and frame.ref in proc.monitors:
@@ -593,19 +611,21 @@ class Router:
 
     def _on_spawn(self, frame: Any) -> None:
         sched = self.sched
-        pid = frame.pid
-        if pid.creation != sched.creation or pid.scheduler != sched.index:
-            if frame.parent is not None:
-                self._lost_remote(frame.parent, pid, frame.link, frame.monitor_ref)
+        pid = Pid(sched.node, sched.index, frame.serial, frame.creation)
+        parent = frame.parent
+        ref = None
+        if frame.ref is not None and parent is not None:
+            ref = Ref(parent.node, parent.scheduler, parent.creation, frame.ref)
+        if frame.creation != sched.creation:
+            if parent is not None:
+                self._lost_remote(parent, pid, frame.link, ref)
             return
         try:
             fn = resolve_fn(frame.fn)
             args = tuple(frame.args)
         except Exception as exc:
             fn, args = _undefined, (frame.fn, f"{type(exc).__name__}: {exc}")
-        sched.start_process(
-            pid, fn, args, frame.parent, frame.link, frame.monitor_ref, frame.trap_exit
-        )
+        sched.start_process(pid, fn, args, parent, frame.link, ref, frame.trap_exit)
 
     def _lost_remote(self, parent: Pid, pid: Pid, link: bool, ref: Any) -> None:
         if link:

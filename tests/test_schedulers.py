@@ -264,7 +264,7 @@ def test_monitor_of_a_dead_remote_pid_and_demonitor_work_across_schedulers():
     async def main():
         pid, ref = pyotp.spawn_monitor(idle, scheduler=1)
         pyotp.exit(pid, "kill")
-        await pyotp.receive(("DOWN", ref, ANY, ANY, ANY), timeout=T)
+        await pyotp.receive(("DOWN", ref, "process", pid, "killed"), timeout=T)
         ref2 = pyotp.monitor(pid)
         noproc = await pyotp.receive(("DOWN", ref2, ANY, ANY, ANY), timeout=T)
         other = pyotp.spawn(idle, scheduler=1)

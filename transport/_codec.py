@@ -137,7 +137,7 @@ def resolve_code(name: str) -> Any:
             sys.modules["__mp_main__"] = _main_module
         obj: Any = _main_module
     else:
-        obj = importlib.import_module(module)
+        obj = sys.modules.get(module) or importlib.import_module(module)
     for part in qualname.split("."):
         obj = getattr(obj, part)
     return obj

@@ -22,6 +22,7 @@ __all__ = [
     "Call",
     "Demonitor",
     "Down",
+    "DownOf",
     "Exit",
     "Frame",
     "GenCall",
@@ -149,15 +150,29 @@ class Down(_F, tag=8):
     reason: Any
 
 
-class Spawn(_F, tag=9):
-    """Start `fn` ("module:qualname") with `args` as the pre-allocated `pid`."""
+class DownOf(_F, tag=24):
+    """A Down in short form: the process (`to`, `creation`) of the receiving scheduler
+    monitored a pid under its own ref number `ref`, and that pid ended with `reason`. The
+    DOWN names the pid the watcher holds under that ref (no pid or ref records to decode)."""
 
-    pid: Any
+    to: int
+    creation: int
+    ref: int
+    reason: Any
+
+
+class Spawn(_F, tag=9):
+    """Start `fn` ("module:qualname") with `args` as process `serial`/`creation` of the
+    receiving scheduler, pre-allocated by `parent`'s scheduler; `ref` is the number of the
+    parent's monitor ref (made by the parent's scheduler), if it monitors the new process."""
+
+    serial: int
+    creation: int
     fn: str
     args: Any
     parent: Any
     link: bool
-    monitor_ref: Any
+    ref: int | None
     trap_exit: bool
 
 
@@ -263,7 +278,7 @@ class MonitorNode(_F, tag=21):
 Frame = Union[  # noqa: UP007 - msgspec needs the Union form here
     Send, SendName, Reply, Link, Unlink, Exit, Monitor, Demonitor, Down, Spawn, Call,
     NameUp, NameDown, Registered, Load, Hello, Stop, Bye, Peer, NodeUp, NodeDown, MonitorNode,
-    SendTuple, GenCall,
+    SendTuple, GenCall, DownOf,
 ]
 
 _batch_decoder = msgspec.msgpack.Decoder(list[Frame], ext_hook=_ext_hook)
