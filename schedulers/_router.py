@@ -36,6 +36,7 @@ log = logging.getLogger("pyotp.scheduler")
 
 MAX_MESSAGE_SIZE = 64 * 1024 * 1024
 _SPIN = 0.001  # seconds a caller polls for its reply when nothing else could run
+_STREAK = 0.005  # seconds polls may go on handing work to processes before the loop turns
 _clock = time.perf_counter
 _yield = os.sched_yield
 _current_get = _current.get
@@ -92,6 +93,7 @@ class Router:
         self._pending_names: dict[str, Any] = {}
         self.max_message_size = MAX_MESSAGE_SIZE
         self.spin = _SPIN  # seconds a caller may poll for its reply (see await_reply)
+        self._streak: float | None = None  # when polling began without a loop turn since
         # The last SendTuple frame queued, its pid and stream (see send); forgotten whenever
         # a peer or node comes or goes.
         self._tail_pid: Pid | None = None
@@ -119,6 +121,9 @@ class Router:
             ports._send_queued()
         if self.spin > 0 and len(self.sched.procs) - _process._counts[0] <= 1:
             self._poll_a_moment()
+
+    def _loop_turned(self) -> None:
+        self._streak = None
 
     def flush_early(self) -> bool:
         """A process has just parked: send what this turn queued so far (once per turn).
@@ -151,9 +156,18 @@ class Router:
         when none came. Yielding lets ZeroMQ's IO threads (which carry the very batch polled
         for) and other OS processes run on this CPU at once.
         """
+        now = _clock()
+        streak = self._streak
+        if streak is None:
+            self._streak = now
+            self.sched.loop.call_soon(self._loop_turned)
+        elif now - streak > _STREAK:
+            # Polls kept handing work straight to processes: the loop has not turned for
+            # a while. Let it (timers, heartbeats, other callbacks) before polling again.
+            return False
         mesh = self.mesh
         ports = self.ports
-        deadline = _clock() + self.spin
+        deadline = now + self.spin
         while True:
             if mesh.poll() or (ports is not None and ports.poll()):
                 # What the handled frames make processes send may again leave early.

@@ -373,6 +373,25 @@ def test_selective_receive_of_a_burst_from_another_scheduler_keeps_order():
     assert run2(main) == (("b", 2), [("a", 1), ("c", 3), ("b", 4), ("d", 5)])
 
 
+def test_timers_still_fire_while_a_process_calls_another_scheduler_back_to_back():
+    # Each reply may arrive while the caller polls, so the caller need not wait in the loop;
+    # the loop must still turn now and then (at least every 2 ms of polling) for timers and
+    # heartbeats to run. (Liveness only: a slow reply also lets the loop turn.)
+    async def main():
+        srv = await gen_server.start_link(Counter, 0, scheduler=1)
+        pyotp.send_after(0.02, pyotp.self(), "tick")
+        for _ in range(20_000):
+            await gen_server.call(srv, "next", timeout=T)
+            try:
+                await pyotp.receive("tick", timeout=0)
+                return True
+            except pyotp.Timeout:
+                pass
+        return "no tick after 20,000 calls"
+
+    assert run2(main) is True
+
+
 def test_calls_across_schedulers_leave_no_monitor_behind():
     # A server's own reply drops its side of the call's monitor (no Demonitor frame); a
     # helper's reply cannot, so the caller's demonitor must still reach the server.
