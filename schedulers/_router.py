@@ -316,8 +316,7 @@ class Router:
             del caller.monitors[ref]
             deliver(caller, ("DOWN", ref, "process", pid, "noconnection"))
             return ref
-        self._to(pid, F.GenCall(pid.serial, pid.creation, to_wire(caller.pid), to_wire(ref),
-                                payload))
+        self._to(pid, F.GenCall(pid.serial, pid.creation, to_wire(caller.pid), ref.id, payload))
         return ref
 
     def reply(self, pid: Pid, tag: Any, value: Any) -> None:
@@ -332,7 +331,17 @@ class Router:
             if entry is not None and entry[0] == pid:
                 del me.watchers[tag]
                 released = True
-        self._to(pid, F.Reply(to_wire(pid), to_wire(tag), self._payload(value), released))
+        if (
+            type(tag) is Ref
+            and tag.creation == pid.creation
+            and tag.scheduler == pid.scheduler
+            and tag.node == pid.node
+        ):
+            # A call's tag: a ref made where the caller lives (the usual case).
+            self._to(pid, F.ReplyOf(pid.serial, pid.creation, tag.id, self._payload(value),
+                                    released))
+        else:
+            self._to(pid, F.Reply(to_wire(pid), to_wire(tag), self._payload(value), released))
 
     def link(self, sender: Pid, pid: Pid) -> bool:
         """Link to a remote pid; False when its scheduler is down (then: noproc)."""
@@ -506,9 +515,9 @@ class Router:
                         self.dropped += 1
                 elif t is _GenCall:
                     proc = procs.get(frame.to)
+                    caller = frame.caller
+                    ref = Ref(caller.node, caller.scheduler, caller.creation, frame.ref)
                     if proc is not None and frame.creation == sched.creation:
-                        ref = frame.ref
-                        caller = frame.caller
                         if proc.watchers is None:
                             proc.watchers = {ref: (caller, proc.pid)}
                         else:
@@ -516,7 +525,7 @@ class Router:
                         deliver(proc, ("$gen_call", (caller, ref), _raw_decode(frame.request)))
                     else:
                         target = Pid(sched.node, sched.index, frame.to, frame.creation)
-                        self.down(frame.caller, frame.ref, target, "noproc")
+                        self.down(caller, ref, target, "noproc")
                 else:
                     self._on_frame(frame)
             except Exception as exc:  # a bad frame never kills the scheduler
@@ -535,6 +544,14 @@ class Router:
                     deliver(proc, decode(frame.msg))
                 else:
                     self._to(pid, F.Send(pid.serial, pid.creation, frame.msg))
+        elif t is F.ReplyOf:
+            proc = sched.procs.get(frame.to)
+            if proc is not None and proc.monitors and frame.creation == sched.creation:
+                ref = Ref(sched.node, sched.index, sched.creation, frame.ref)
+                if ref in proc.monitors:
+                    if frame.released:
+                        del proc.monitors[ref]
+                    deliver(proc, (ref, decode(frame.value)))
         elif t is F.Reply:
             proc = sched.lookup(frame.to)
             if proc is not None and proc.monitors and frame.tag in proc.monitors:

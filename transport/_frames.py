@@ -37,6 +37,7 @@ __all__ = [
     "NameUp",
     "Registered",
     "Reply",
+    "ReplyOf",
     "Send",
     "SendName",
     "SendTuple",
@@ -94,15 +95,27 @@ class Reply(_F, tag=2):
     released: bool = False
 
 
+class ReplyOf(_F, tag=25):
+    """A Reply in short form, for a tag that is a ref made by the caller's own scheduler:
+    process (`to`, `creation`) of the receiving scheduler, ref number `ref`."""
+
+    to: int
+    creation: int
+    ref: int
+    value: bytes
+    released: bool
+
+
 class GenCall(_F, tag=23):
     """A behaviour call in one frame: `caller` monitors the process (`to`, `creation`) under
-    `ref`, then ("$gen_call", (caller, ref), request) is delivered to it — what a Monitor
-    frame followed by a Send would do. A dead target answers with DOWN noproc."""
+    the ref numbered `ref` by the caller's scheduler, then ("$gen_call", (caller, ref),
+    request) is delivered to it — what a Monitor frame followed by a Send would do. A dead
+    target answers with DOWN noproc."""
 
     to: int
     creation: int
     caller: Any
-    ref: Any
+    ref: int
     request: bytes
 
 
@@ -278,7 +291,7 @@ class MonitorNode(_F, tag=21):
 Frame = Union[  # noqa: UP007 - msgspec needs the Union form here
     Send, SendName, Reply, Link, Unlink, Exit, Monitor, Demonitor, Down, Spawn, Call,
     NameUp, NameDown, Registered, Load, Hello, Stop, Bye, Peer, NodeUp, NodeDown, MonitorNode,
-    SendTuple, GenCall, DownOf,
+    SendTuple, GenCall, DownOf, ReplyOf,
 ]
 
 _batch_decoder = msgspec.msgpack.Decoder(list[Frame], ext_hook=_ext_hook)
