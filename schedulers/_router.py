@@ -94,6 +94,7 @@ class Router:
         self.max_message_size = MAX_MESSAGE_SIZE
         self.spin = _SPIN  # seconds a caller may poll for its reply (see await_reply)
         self._streak: float | None = None  # when polling began without a loop turn since
+        self._resume = False  # a _poll_from_loop is scheduled
         # The last SendTuple frame queued, its pid and stream (see send); forgotten whenever
         # a peer or node comes or goes.
         self._tail_pid: Pid | None = None
@@ -124,6 +125,12 @@ class Router:
 
     def _loop_turned(self) -> None:
         self._streak = None
+
+    def _poll_from_loop(self) -> None:
+        """Go on polling after the loop turned, if every process is still parked."""
+        self._resume = False
+        if self.spin > 0 and len(self.sched.procs) <= _process._counts[0]:
+            self._poll_a_moment()
 
     def flush_early(self) -> bool:
         """A process has just parked: send what this turn queued so far (once per turn).
@@ -163,7 +170,11 @@ class Router:
             self.sched.loop.call_soon(self._loop_turned)
         elif now - streak > _STREAK:
             # Polls kept handing work straight to processes: the loop has not turned for
-            # a while. Let it (timers, heartbeats, other callbacks) before polling again.
+            # a while. Let it (timers, heartbeats, other I/O), then poll again from the loop
+            # rather than sleep in epoll (see _poll_from_loop).
+            if not self._resume:
+                self._resume = True
+                self.sched.loop.call_soon(self._poll_from_loop)
             return False
         mesh = self.mesh
         ports = self.ports
