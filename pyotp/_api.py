@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from schedulers import _router as _router_mod
+from schedulers import _scheduler as _sched_mod
 from schedulers import current_process, deliver, get, receive_matching
 from schedulers._info import info_of
 from schedulers._load import SchedulerStatistics, choose_scheduler
@@ -201,12 +203,15 @@ def send(dest: Pid | str | tuple[str, str], msg: Any) -> Any:
             else:
                 deliver(proc, msg)
             return msg
+        tail = _router_mod.stream_tail
+        if dest is tail.pid and tail.append(msg):
+            return msg
         return _send_elsewhere(dest, msg)
     return _send_named(dest, msg)
 
 
 def _send_elsewhere(pid: Pid, msg: Any) -> Any:
-    sched = get()
+    sched = _sched_mod._sched
     if sched is None:
         raise NotInProcess("pyotp.send()")
     if pid.scheduler != sched.index or pid.node != sched.node:

@@ -95,12 +95,8 @@ class Router:
         self.spin = _SPIN  # seconds a caller may poll for its reply (see await_reply)
         self._streak: float | None = None  # when polling began without a loop turn since
         self._resume = False  # a _poll_from_loop is scheduled
-        # The last SendTuple frame queued, its pid and stream (see send); forgotten whenever
-        # a peer or node comes or goes.
-        self._tail_pid: Pid | None = None
-        self._tail_frame: Any = None
-        self._tail_out: list | None = None
         _process.flush_hook = self.flush_early
+        stream_tail.pid = None  # nothing of an earlier run in this OS process
 
     # ------------------------------------------------------------------ outbound
 
@@ -248,18 +244,8 @@ class Router:
         return data
 
     def send(self, pid: Pid, msg: Any) -> None:
-        # Streaming to one process: its SendTuple frame is still the last one queued.
-        if pid is self._tail_pid:
-            frame = self._tail_frame
-            out = self._tail_out
-            if (
-                out
-                and out[-1] is frame
-                and len(frame.msgs) < _TUPLES_PER_FRAME
-                and _flat(msg, self.max_message_size)
-            ):
-                frame.msgs.append(msg)
-                return
+        if pid is stream_tail.pid and stream_tail.append(msg):
+            return
         if pid.node == self.node:
             if self.creations.get(pid.scheduler) != pid.creation:
                 to_wire(msg)  # still refuse a non-term, whatever became of the pid
@@ -292,9 +278,7 @@ class Router:
                     return  # the frame is queued already, and so is its flush
             frame = _SendTuple(pid.serial, pid.creation, [msg])
             out.append(frame)
-            self._tail_pid = pid
-            self._tail_frame = frame
-            self._tail_out = out
+            stream_tail.follow(pid, frame, out, self.max_message_size)
         else:
             out.append(F.Send(pid.serial, pid.creation, self._payload(msg)))
         if not streams._flush_scheduled:
@@ -858,7 +842,7 @@ class Router:
 
     def peer_down(self, index: int) -> None:
         """Scheduler `index` is gone: every link and monitor to it fires with noconnection."""
-        self._tail_pid = None
+        stream_tail.pid = None
         self.creations.pop(index, None)
         self.mesh.disconnect(index)
         self.loads.pop(index, None)
@@ -866,13 +850,13 @@ class Router:
         self._lost_where(lambda pid: pid.scheduler == index and pid.node == node)
 
     def peer_up(self, index: int, creation: int, endpoint: str) -> None:
-        self._tail_pid = None
+        stream_tail.pid = None
         self.mesh.connect(index, endpoint)
         self.creations[index] = creation
 
     def node_up(self, frame: Any) -> None:
         """Node `frame.name` is connected: open its streams and send what was held for it."""
-        self._tail_pid = None
+        stream_tail.pid = None
         if self.ports is None:
             return
         self.remote_nodes[frame.name] = frame
@@ -882,7 +866,7 @@ class Router:
 
     def node_down(self, name: str) -> None:
         """Node `name` is lost (or never came): noconnection for everything tied to it."""
-        self._tail_pid = None
+        stream_tail.pid = None
         self.pending.pop(name, None)
         self.remote_nodes.pop(name, None)
         if self.ports is not None:
@@ -925,18 +909,55 @@ def _flat(msg: Any, max_size: int) -> bool:
         return False
     for e in msg:
         t = type(e)
-        if t is str or t is bytes:
+        if t is str:
             if len(e) > 4096:
                 return False
         elif t is int:
-            if not -0x8000000000000000 <= e <= 0xFFFFFFFFFFFFFFFF:
+            if e > 0xFFFFFFFFFFFFFFFF or e < -0x8000000000000000:
                 return False
-        elif not (t is float or t is bool or e is None or t is Pid or t is Ref):
-            return False  # pids and refs: the batch encoder's hook writes their records
+        elif t not in _FLAT_SCALARS and (t is not bytes or len(e) > 4096):
+            return False  # (pids and refs: the batch encoder's hook writes their records)
     return True
 
 
+_FLAT_SCALARS = frozenset((float, bool, type(None), Pid, Ref))
+
+
 _SendTuple = F.SendTuple
+
+
+class _StreamTail:
+    """The SendTuple frame queued last, with its pid and stream: a send to the same pid
+    while that frame is still the last one queued joins it at once (the streaming case).
+    Forgotten whenever a peer or node comes or goes."""
+
+    __slots__ = ("pid", "frame", "out", "max_size")
+
+    def __init__(self) -> None:
+        self.pid: Pid | None = None
+        self.frame: Any = None
+        self.out: list | None = None
+        self.max_size = MAX_MESSAGE_SIZE
+
+    def follow(self, pid: Pid, frame: Any, out: list, max_size: int) -> None:
+        self.pid = pid
+        self.frame = frame
+        self.out = out
+        self.max_size = max_size
+
+    def append(self, msg: Any) -> bool:
+        """Add `msg` to the frame if it is still queued last, has room, and `msg` is flat."""
+        out = self.out
+        frame = self.frame
+        if out and out[-1] is frame and len(frame.msgs) < _TUPLES_PER_FRAME and _flat(
+            msg, self.max_size
+        ):
+            frame.msgs.append(msg)
+            return True
+        return False
+
+
+stream_tail = _StreamTail()  # one scheduler per OS process: one tail
 _GenCall = F.GenCall
 _TUPLES_PER_FRAME = 1024  # a frame stays far below the receivers' frame limit
 
