@@ -33,6 +33,7 @@ _current_get = _current.get
 __all__ = [
     "Starter",
     "call",
+    "cast_to",
     "check_timeout",
     "reply",
     "send_request",
@@ -41,6 +42,10 @@ __all__ = [
     "system_call",
     "system_reply",
 ]
+
+
+# pyotp.global_ (which builds on gen_server, which builds on this module) sets itself here.
+global_names: Any = None
 
 
 def check_timeout(timeout: Any, what: str) -> None:
@@ -99,7 +104,11 @@ async def _start_body(
     # Built here, not passed in: the starter's fields are terms, so a start can cross
     # schedulers and nodes.
     starter = Starter(parent, tag)
-    if name is not None:
+    if type(name) is tuple and name[0] == "global":
+        if not await global_names.register_name(name[1], self_pid()):
+            starter.fail(("already_started", global_names.whereis_name(name[1])))
+            return None
+    elif name is not None:
         local = name if type(name) is str else name[1]
         try:
             await _api.register(local, self_pid())
@@ -181,14 +190,27 @@ def _flush_exit(me: Any, pid: Pid) -> None:
                 break
 
 
+def cast_to(dest: Any, msg: Any) -> None:
+    """Send `msg` to the behaviour at `dest` (pid, name, (name, node), ("local"|"global",
+    name)); a cast to nobody is dropped, as in OTP."""
+    try:
+        pid = _resolve(dest) if type(dest) is tuple else dest
+        if pid is not None:
+            _api.send(pid, msg)
+    except BadArg:
+        pass
+
+
 def _resolve(dest: Any) -> Pid | tuple[str, str] | None:
     if type(dest) is Pid:
         return dest
     if type(dest) is str:
         return _api.whereis(dest)
     if type(dest) is tuple and len(dest) == 2:
-        if dest[0] in ("local", "global") and type(dest[1]) is str:
+        if dest[0] == "local" and type(dest[1]) is str:
             return _api.whereis(dest[1])
+        if dest[0] == "global" and type(dest[1]) is str:
+            return global_names.whereis_name(dest[1])
         if type(dest[0]) is str and type(dest[1]) is str and dest[1] == _api.node():
             return _api.whereis(dest[0])
         if type(dest[0]) is str and type(dest[1]) is str:

@@ -231,11 +231,9 @@ async def call(dest: Any, request: Any, timeout: float | None = 5.0) -> Any:
 
 
 def cast(dest: Any, msg: Any) -> None:
-    """Send `msg` to the server's `handle_cast` without waiting; never raises for `dest`."""
-    try:
-        _api.send(dest, ("$gen_cast", msg))
-    except BadArg:
-        pass  # a cast to nobody is dropped, as in OTP
+    """Send `msg` to the server's `handle_cast` without waiting; never raises for `dest`
+    (a pid, a name, (name, node) or ("local"|"global", name); a cast to nobody is dropped)."""
+    _gen.cast_to(dest, ("$gen_cast", msg))
 
 
 def reply(from_: tuple[Pid, Any], value: Any) -> None:

@@ -215,12 +215,7 @@ async def call(dest: Any, request: Any, timeout: float | None = 5.0) -> Any:
 
 def cast(dest: Any, msg: Any) -> None:
     """Send `msg` as a "cast" event without waiting; never raises for `dest` (as gen_server)."""
-    if type(dest) is tuple and len(dest) == 2 and dest[0] in ("local", "global"):
-        dest = dest[1]
-    try:
-        _api.send(dest, ("$gen_cast", msg))
-    except BadArg:
-        pass  # a cast to nobody is dropped, as in OTP
+    _gen.cast_to(dest, ("$gen_cast", msg))
 
 
 async def stop(dest: Any, reason: Any = "normal", timeout: float | None = None) -> None:

@@ -28,6 +28,7 @@ change reaches the other schedulers' replicas a moment after `register_name` ret
 from __future__ import annotations
 
 import logging
+import sys
 import weakref
 from typing import Any
 
@@ -35,7 +36,7 @@ from schedulers import current_process, get, self_pid
 from schedulers import receive as receive_any
 from transport import BadArg, CallExit, CallTimeout, Pid, StartError
 
-from . import _api, gen_server
+from . import _api, _gen, gen_server
 
 __all__ = ["register_name", "send", "sync", "unregister_name", "whereis_name"]
 
@@ -429,3 +430,6 @@ async def _replica(server: Pid) -> None:
         elif msg[0] == "DOWN" and msg[1] == ref:
             table.clear()
             return
+
+
+_gen.global_names = sys.modules[__name__]  # ("global", name) in behaviour starts and calls

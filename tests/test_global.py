@@ -78,6 +78,23 @@ def test_global_send_reaches_the_process_and_an_unknown_name_is_badarg():
 # --------------------------------------------------------------------- across nodes
 
 
+def test_a_gen_server_started_with_a_global_name_is_called_and_cast_by_it():
+    """As gen_server:start_link({global, Name}, ...): registered cluster-wide, not locally."""
+
+    async def main():
+        pid = await pyotp.gen_server.start(h.Casted, None, name=("global", "svc"))
+        assert global_.whereis_name("svc") == pid and pyotp.whereis("svc") is None
+        with pytest.raises(pyotp.StartError) as taken:
+            await pyotp.gen_server.start(h.Casted, None, name=("global", "svc"))
+        pyotp.gen_server.cast(("global", "svc"), "hello")
+        _, casts = await pyotp.gen_server.call(("global", "svc"), "get", timeout=T)
+        await pyotp.gen_server.stop(("global", "svc"))
+        await global_.sync()
+        return taken.value.reason == ("already_started", pid), casts, global_.whereis_name("svc")
+
+    assert pyotp.run(main) == (True, ["hello"], None)
+
+
 def test_a_registration_is_visible_on_every_connected_node(peer):
     """Ports global_SUITE:names (registration seen from another node)."""
     b = peer()
