@@ -95,6 +95,7 @@ class Router:
         self.spin = _SPIN  # seconds a caller may poll for its reply (see await_reply)
         self._streak: float | None = None  # when polling began without a loop turn since
         self._resume = False  # a _poll_from_loop is scheduled
+        self._rearm = False  # polls consumed FD edges: re-arm when the loop turns
         _process.flush_hook = self.flush_early
         stream_tail.pid = None  # nothing of an earlier run in this OS process
 
@@ -121,6 +122,11 @@ class Router:
 
     def _loop_turned(self) -> None:
         self._streak = None
+        if self._rearm:
+            self._rearm = False
+            self.mesh.rearm()
+            if self.ports is not None:
+                self.ports.rearm()
 
     def _poll_from_loop(self) -> None:
         """Go on polling after the loop turned, if every process is still parked."""
@@ -181,6 +187,9 @@ class Router:
                 mesh.early = mesh._flush_scheduled
                 if ports is not None:
                     ports.early = ports._flush_scheduled
+                # Re-arm the FDs (see below) when the loop turns, before it can wait: the
+                # _loop_turned of this streak is still queued.
+                self._rearm = True
                 return True
             _yield()
             if _clock() > deadline:

@@ -185,7 +185,11 @@ class Mesh(_Streams):
             log.error("dropping a batch to scheduler %s: %s", peer, exc)
 
     def poll(self) -> bool:
-        """Handle one inbound message if one waits, outside the reader; True if so."""
+        """Handle one inbound message if one waits, outside the reader; True if so.
+
+        Reading the socket's state consumes its FD's edge: the caller must `rearm` before
+        the loop next waits.
+        """
         pull = self.pull
         try:
             if not pull.getsockopt(_EVENTS) & _POLLIN:
@@ -194,7 +198,6 @@ class Mesh(_Streams):
         except zmq.ZMQError:
             return False
         self.on_batch(data)
-        self.rearm()
         return True
 
     def rearm(self) -> None:
@@ -323,7 +326,7 @@ class NodePorts(_Streams):
                 return False
         except zmq.ZMQError:
             return False
-        self._readable(1)
+        self._readable(0)
         return True
 
     def rearm(self) -> None:
@@ -335,9 +338,11 @@ class NodePorts(_Streams):
             pass
 
     def _readable(self, limit: int = _SLICE) -> None:
+        """Read up to `limit` messages (0: one, for `poll`, which leaves re-arming to its
+        caller); then run again later if more may wait."""
         pull = self.pull
         accept = self.accept
-        for _ in range(limit):
+        for _ in range(limit or 1):
             try:
                 data = pull.recv(zmq.NOBLOCK)
             except zmq.Again:
@@ -352,7 +357,5 @@ class NodePorts(_Streams):
                 self._hold(token, data)
                 continue
             self.on_batch(node, memoryview(data)[TOKEN_SIZE:])
-        if limit < _SLICE:  # a poll: run the reader again only if more waits
-            self.rearm()
-            return
-        self.loop.call_soon(self._readable)
+        if limit == _SLICE:  # the reader: more may wait, and the FD will not say so again
+            self.loop.call_soon(self._readable)
