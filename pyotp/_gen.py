@@ -288,10 +288,13 @@ async def call(dest: Any, request: Any, timeout: float | None = 5.0, what: str =
                 router.await_reply(me)  # (name, node): send now, poll a moment
 
     def is_answer(m: Any) -> bool:
-        return type(m) is tuple and (
-            (len(m) == 2 and m[0] == mref)
-            or (len(m) == 5 and m[0] == "DOWN" and m[1] == mref)
-        )
+        if type(m) is not tuple:
+            return False
+        n = len(m)
+        if n == 2:
+            tag = m[0]
+            return tag is mref or tag == mref  # a local reply carries the very ref
+        return n == 5 and m[0] == "DOWN" and m[1] == mref
 
     try:
         msg = await receive_matching(me, is_answer, timeout, (mref,))
