@@ -547,11 +547,18 @@ def _fast_reply(from_: Any, value: Any) -> None:
         pid, tag = from_
     except (TypeError, ValueError):
         return
+    if type(pid) is not Pid:
+        return
     p = pid._proc
     if p is not None:
         mons = p.monitors
         if mons and tag in mons:
             deliver(p, (tag, value))
+        return
+    sched = get()
+    router = sched.router
+    if router is not None and (pid.scheduler != sched.index or pid.node != sched.node):
+        router.reply(pid, tag, value)  # another scheduler or node checks the alias
         return
     _gen.reply(from_, value)
 

@@ -332,7 +332,7 @@ class Router:
         released = False
         if me is not None and me.watchers:
             entry = me.watchers.get(tag)
-            if entry is not None and entry[0] == pid:
+            if entry is not None and (entry[0] is pid or entry[0] == pid):
                 del me.watchers[tag]
                 released = True
         if (
@@ -530,6 +530,14 @@ class Router:
                     else:
                         target = Pid(sched.node, sched.index, frame.to, frame.creation)
                         self.down(caller, ref, target, "noproc")
+                elif t is _ReplyOf:
+                    proc = procs.get(frame.to)
+                    if proc is not None and proc.monitors and frame.creation == sched.creation:
+                        ref = Ref(sched.node, sched.index, sched.creation, frame.ref)
+                        if ref in proc.monitors:
+                            if frame.released:
+                                del proc.monitors[ref]
+                            deliver(proc, (ref, decode(frame.value)))
                 else:
                     self._on_frame(frame)
             except Exception as exc:  # a bad frame never kills the scheduler
@@ -548,14 +556,6 @@ class Router:
                     deliver(proc, decode(frame.msg))
                 else:
                     self._to(pid, F.Send(pid.serial, pid.creation, frame.msg))
-        elif t is F.ReplyOf:
-            proc = sched.procs.get(frame.to)
-            if proc is not None and proc.monitors and frame.creation == sched.creation:
-                ref = Ref(sched.node, sched.index, sched.creation, frame.ref)
-                if ref in proc.monitors:
-                    if frame.released:
-                        del proc.monitors[ref]
-                    deliver(proc, (ref, decode(frame.value)))
         elif t is F.Reply:
             proc = sched.lookup(frame.to)
             if proc is not None and proc.monitors and frame.tag in proc.monitors:
@@ -968,6 +968,7 @@ class _StreamTail:
 
 stream_tail = _StreamTail()  # one scheduler per OS process: one tail
 _GenCall = F.GenCall
+_ReplyOf = F.ReplyOf
 _TUPLES_PER_FRAME = 1024  # a frame stays far below the receivers' frame limit
 
 # The registrar's own address for the answers of "attach" calls it makes.
