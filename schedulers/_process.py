@@ -250,8 +250,7 @@ async def receive_matching(
             i += 1
     if timeout == 0:
         raise Timeout()
-    loop = proc.task.get_loop()
-    fut = loop.create_future()
+    fut = wheel.loop.create_future()  # the wheel's loop is this scheduler's
     proc.waiter = fut
     proc.matcher = matcher
     counts = _counts

@@ -70,7 +70,7 @@ class Ref:
         self.scheduler = scheduler
         self.creation = creation
         self.id = id
-        self._hash = hash((id, scheduler, creation))  # monitor tables: hash once
+        self._hash = id ^ creation  # monitor tables: hash once (no tuple)
 
     def __eq__(self, other: object) -> bool:
         if self is other:
