@@ -80,6 +80,8 @@ def run(
     if config is not None and not isinstance(config, (dict, str, os.PathLike)):
         raise BadArg(f"run config= expects a dict or a TOML file path, got {config!r}")
     cfg = _config.load(config)
+    _max_message_size(cfg)  # kernel settings refused by name before anything boots
+    _busy_wait(cfg)
     if get() is not None:
         raise OtpError("already_running", "pyotp.run: a node is already running in this process")
     # Green processes allocate many small long-lived objects (process, pid, task, mailbox);
@@ -119,16 +121,17 @@ async def _boot(
     control = None
     pool = None
     max_size = _max_message_size(cfg)
+    busy_wait = _busy_wait(cfg)
     if name is not None:
         host = parse_node(name)[1]
-        pool = Pool(sched, schedulers, host=host, max_message_size=max_size)
+        pool = Pool(sched, schedulers, host=host, max_message_size=max_size, busy_wait=busy_wait)
         ticktime = float(cfg.get("kernel", {}).get("net_ticktime", 60))
         control = NodeControl(pool, name, resolve_cookie(cookie), ticktime)
         sched.router.net_connect = control.connect
         sched.router.net_disconnect = control.disconnect
         sched.router.node_control = control
     elif schedulers > 1:
-        pool = Pool(sched, schedulers, max_message_size=max_size)
+        pool = Pool(sched, schedulers, max_message_size=max_size, busy_wait=busy_wait)
     stopped_by_signal = False
 
     def on_sigterm() -> None:
@@ -181,6 +184,20 @@ async def _boot(
             monitor.stop()
             _config.stop()
             set_current(None)
+
+
+def _busy_wait(cfg: dict) -> float | None:
+    """kernel scheduler_busy_wait_us: how long a process that just sent to another scheduler
+    or node may poll for the answer before its scheduler sleeps (like erl +sbwt); 0 never."""
+    value = cfg.get("kernel", {}).get("scheduler_busy_wait_us")
+    if value is None:
+        return None
+    if type(value) is not int or not 0 <= value <= 1_000_000:
+        raise BadArg(
+            f"kernel scheduler_busy_wait_us must be an int in 0..1000000 (microseconds), "
+            f"got {value!r}"
+        )
+    return value / 1e6
 
 
 def _max_message_size(cfg: dict) -> int | None:

@@ -48,10 +48,12 @@ class Pool:
     """Internal: scheduler 0's view of the node's scheduler OS processes."""
 
     def __init__(
-        self, sched: Any, n: int, host: str | None = None, max_message_size: int | None = None
+        self, sched: Any, n: int, host: str | None = None, max_message_size: int | None = None,
+        busy_wait: float | None = None,
     ) -> None:
         self.sched = sched
         self.max_message_size = max_message_size
+        self.busy_wait = busy_wait
         self.loop = sched.loop
         self.n = n
         _sweep_stale_dirs()
@@ -65,6 +67,8 @@ class Pool:
         self.router.control = self._on_control
         if max_message_size is not None:
             self.router.max_message_size = max_message_size
+        if busy_wait is not None:
+            self.router.spin = busy_wait
         self.workers: dict[int, subprocess.Popen] = {}
         self.creations: dict[int, int] = {}
         self._hello: dict[int, asyncio.Future] = {}
@@ -110,6 +114,7 @@ class Pool:
             "parent": os.getpid(),
             "host": self.host,
             "max_message_size": self.max_message_size,
+            "busy_wait": self.busy_wait,
         }
         self._hello[k] = self.loop.create_future()
         self.workers[k] = subprocess.Popen(

@@ -71,6 +71,8 @@ async def _serve(config: dict[str, Any]) -> None:
     routers.append(router)
     if config.get("max_message_size"):
         router.max_message_size = config["max_message_size"]
+    if config.get("busy_wait") is not None:
+        router.spin = config["busy_wait"]
     for k, endpoint in endpoints.items():
         if k != index:
             mesh.connect(k, endpoint)

@@ -107,6 +107,12 @@ async def burst_on_go(to):
         pyotp.send(to, m)  # one loop turn: one frame carries all five
 
 
+async def report_busy_wait(to):
+    from schedulers import get
+
+    pyotp.send(to, ("spin", get().router.spin))
+
+
 class Delegating(gen_server.GenServer):
     """Answers "direct" itself; anything else through a helper process it spawns."""
 
@@ -390,6 +396,33 @@ def test_timers_still_fire_while_a_process_calls_another_scheduler_back_to_back(
         return "no tick after 20,000 calls"
 
     assert run2(main) is True
+
+
+def test_scheduler_busy_wait_is_configured_on_every_scheduler_and_zero_turns_it_off():
+    async def main():
+        from schedulers import get
+
+        pyotp.spawn(report_busy_wait, pyotp.self(), scheduler=1)
+        theirs = (await pyotp.receive(("spin", ANY), timeout=T))[1]
+        srv = await gen_server.start_link(Counter, 0, scheduler=1)
+        answers = [await gen_server.call(srv, "next", timeout=T) for _ in range(3)]
+        return get().router.spin, theirs, answers
+
+    config = {"kernel": {"scheduler_busy_wait_us": 0}}
+    assert pyotp.run(main, schedulers=2, config=config) == (0.0, 0.0, [0, 1, 2])
+    config = {"kernel": {"scheduler_busy_wait_us": 250}}
+    assert pyotp.run(main, schedulers=2, config=config)[:2] == (0.00025, 0.00025)
+
+
+def test_a_bad_busy_wait_setting_is_refused_by_name():
+    async def main():
+        return None
+
+    with pytest.raises(pyotp.BadArg, match="scheduler_busy_wait_us"):
+        pyotp.run(main, schedulers=2, config={"kernel": {"scheduler_busy_wait_us": -1}})
+    with pytest.raises(pyotp.BadArg, match="max_message_size"):
+        pyotp.run(main, config={"kernel": {"max_message_size": "big"}})
+    assert pyotp.run(main) is None  # refused before booting: nothing left behind
 
 
 def test_calls_across_schedulers_leave_no_monitor_behind():
