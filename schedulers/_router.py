@@ -36,7 +36,7 @@ log = logging.getLogger("pyotp.scheduler")
 
 MAX_MESSAGE_SIZE = 64 * 1024 * 1024
 _SPIN = 0.001  # seconds a caller polls for its reply when nothing else could run
-_STREAK = 0.005  # seconds polls may go on handing work to processes before the loop turns
+_STREAK = 0.002  # seconds polls may go on handing work to processes before the loop turns
 _clock = time.perf_counter
 _yield = os.sched_yield
 _current_get = _current.get
@@ -134,12 +134,12 @@ class Router:
         if self.spin > 0 and len(self.sched.procs) <= _process._counts[0]:
             self._poll_a_moment()
 
-    def flush_early(self) -> bool:
+    def flush_early(self) -> None:
         """A process has just parked: send what this turn queued so far (once per turn).
 
         When that sent something (a reply, a request) and no other process of this scheduler
         could run, the answer or the next request is likely close: poll for it a moment
-        (see `await_reply`). Returns True if inbound frames were handled meanwhile.
+        (see `await_reply`).
         """
         mesh = self.mesh
         sent = False
@@ -147,7 +147,7 @@ class Router:
             if mesh.closed:
                 if _process.flush_hook == self.flush_early:
                     _process.flush_hook = None  # this scheduler is gone (an earlier run)
-                return False
+                return
             mesh.flush_early()
             sent = True
         ports = self.ports
@@ -155,8 +155,7 @@ class Router:
             ports.flush_early()
             sent = True
         if sent and self.spin > 0 and len(self.sched.procs) <= _process._counts[0]:
-            return self._poll_a_moment()
-        return False
+            self._poll_a_moment()
 
     def _poll_a_moment(self) -> bool:
         """Poll the inbound sockets for up to `spin` s, yielding the CPU between looks.
@@ -335,12 +334,7 @@ class Router:
             if entry is not None and (entry[0] is pid or entry[0] == pid):
                 del me.watchers[tag]
                 released = True
-        if (
-            type(tag) is Ref
-            and tag.creation == pid.creation
-            and tag.scheduler == pid.scheduler
-            and tag.node == pid.node
-        ):
+        if type(tag) is Ref and _made_where(tag, pid):
             # A call's tag: a ref made where the caller lives (the usual case).
             self._to(pid, F.ReplyOf(pid.serial, pid.creation, tag.id, self._payload(value),
                                     released))
@@ -385,12 +379,7 @@ class Router:
     def down(self, watcher: Pid, ref: Ref, ident: Any, reason: Any) -> None:
         if not self.alive(watcher):
             return
-        if (
-            type(ident) is Pid
-            and ref.creation == watcher.creation
-            and ref.scheduler == watcher.scheduler
-            and ref.node == watcher.node
-        ):
+        if type(ident) is Pid and _made_where(ref, watcher):
             # The usual case (a monitor by pid, its ref made where the watcher lives).
             self._to(watcher, F.DownOf(watcher.serial, watcher.creation, ref.id,
                                        to_wire(reason)))
@@ -930,6 +919,12 @@ def _flat(msg: Any, max_size: int) -> bool:
 
 
 _FLAT_SCALARS = frozenset((float, bool, type(None), Pid, Ref))
+
+
+def _made_where(ref: Ref, pid: Pid) -> bool:
+    """True when `ref` was made by the scheduler `pid` lives on: then its number alone
+    names it there (the short frame forms)."""
+    return ref.creation == pid.creation and ref.scheduler == pid.scheduler and ref.node == pid.node
 
 
 _SendTuple = F.SendTuple
