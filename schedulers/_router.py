@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import select
 import time
 from typing import Any
 
@@ -96,6 +97,8 @@ class Router:
         self._streak: float | None = None  # when polling began without a loop turn since
         self._resume = False  # a _poll_from_loop is scheduled
         self._rearm = False  # polls consumed FD edges: re-arm when the loop turns
+        self._signalled: Any = None  # poll(0) over the inbound FDs (see _watch_fds)
+        self._watched: Any = None  # the NodePorts whose FD that covers (None: mesh only)
         _process.flush_hook = self.flush_early
         stream_tail.pid = None  # nothing of an earlier run in this OS process
 
@@ -179,6 +182,9 @@ class Router:
             return False
         mesh = self.mesh
         ports = self.ports
+        signalled = self._signalled
+        if signalled is None or self._watched is not ports:
+            signalled = self._watch_fds()
         deadline = now + self.spin
         while True:
             if mesh.poll() or (ports is not None and ports.poll()):
@@ -190,13 +196,29 @@ class Router:
                 # _loop_turned of this streak is still queued.
                 self._rearm = True
                 return True
-            _yield()
-            if _clock() > deadline:
-                # Polling read the edge-triggered FDs' state: re-arm before the loop waits.
-                mesh.rearm()
-                if ports is not None:
-                    ports.rearm()
-                return False
+            # Both sockets were just seen empty, so ZeroMQ signals their FDs on the next
+            # change: watch those (one cheap syscall) rather than re-read ZMQ_EVENTS.
+            while True:
+                _yield()
+                if _clock() > deadline:
+                    # Polling read the edge-triggered FDs' state: re-arm before the loop
+                    # waits.
+                    mesh.rearm()
+                    if ports is not None:
+                        ports.rearm()
+                    return False
+                if signalled(0):
+                    break
+
+    def _watch_fds(self) -> Any:
+        """Return a zero-timeout poll over the inbound sockets' FDs (ZeroMQ's signal FDs)."""
+        watch = select.poll()
+        watch.register(self.mesh.fd, select.POLLIN)
+        if self.ports is not None:
+            watch.register(self.ports.fd, select.POLLIN)
+        self._signalled = watch.poll
+        self._watched = self.ports
+        return watch.poll
 
     def _put(self, peer: int, frame: Any) -> None:
         self.mesh.put(peer, frame)

@@ -107,7 +107,7 @@ class _Streams:
         self.flush()
         self.closed = True
         try:
-            self.loop.remove_reader(self._fd)
+            self.loop.remove_reader(self.fd)
         except Exception:  # the loop may already be closed
             pass
         for sock in self.push.values():
@@ -148,8 +148,8 @@ class Mesh(_Streams):
         self.endpoint = endpoint
         self.on_batch = on_batch
         self.push: dict[int, Any] = {}
-        self._fd = self.pull.getsockopt(zmq.FD)
-        loop.add_reader(self._fd, self._readable)
+        self.fd = self.pull.getsockopt(zmq.FD)
+        loop.add_reader(self.fd, self._readable)
 
     def connect(self, peer: int, endpoint: str) -> None:
         """Open (or reopen, dropping anything queued for an old peer) the stream to `peer`."""
@@ -255,8 +255,8 @@ class NodePorts(_Streams):
         self.rejected = 0
         self.held: dict[bytes, tuple[float, list[bytes]]] = {}
         self.held_bytes = 0
-        self._fd = self.pull.getsockopt(zmq.FD)
-        loop.add_reader(self._fd, self._readable)
+        self.fd = self.pull.getsockopt(zmq.FD)
+        loop.add_reader(self.fd, self._readable)
 
     def node_up(self, name: str, token: bytes, accept: bytes, endpoints: dict[int, str]) -> None:
         self.node_down(name)
