@@ -186,29 +186,30 @@ class Router:
         if signalled is None or self._watched is not ports:
             signalled = self._watch_fds()
         deadline = now + self.spin
-        while True:
-            if mesh.poll() or (ports is not None and ports.poll()):
-                # What the handled frames make processes send may again leave early.
-                mesh.early = mesh._flush_scheduled
-                if ports is not None:
-                    ports.early = ports._flush_scheduled
-                # Re-arm the FDs (see below) when the loop turns, before it can wait: the
-                # _loop_turned of this streak is still queued.
-                self._rearm = True
-                return True
-            # Both sockets were just seen empty, so ZeroMQ signals their FDs on the next
+        hit = mesh.poll() or (ports is not None and ports.poll())
+        mesh_fd = mesh.fd
+        while not hit:
+            # Both sockets were seen empty, so ZeroMQ signals a socket's FD on its next
             # change: watch those (one cheap syscall) rather than re-read ZMQ_EVENTS.
-            while True:
-                _yield()
-                if _clock() > deadline:
-                    # Polling read the edge-triggered FDs' state: re-arm before the loop
-                    # waits.
-                    mesh.rearm()
-                    if ports is not None:
-                        ports.rearm()
-                    return False
-                if signalled(0):
+            _yield()
+            if _clock() > deadline:
+                # Polling read the edge-triggered FDs' state: re-arm before the loop waits.
+                mesh.rearm()
+                if ports is not None:
+                    ports.rearm()
+                return False
+            for fd, _ in signalled(0):
+                hit = mesh.poll() if fd == mesh_fd else ports.poll()
+                if hit:
                     break
+        # What the handled frames make processes send may again leave early.
+        mesh.early = mesh._flush_scheduled
+        if ports is not None:
+            ports.early = ports._flush_scheduled
+        # Re-arm the FDs (see above) when the loop turns, before it can wait: the
+        # _loop_turned of this streak is still queued.
+        self._rearm = True
+        return True
 
     def _watch_fds(self) -> Any:
         """Return a zero-timeout poll over the inbound sockets' FDs (ZeroMQ's signal FDs)."""
