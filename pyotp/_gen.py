@@ -24,7 +24,17 @@ from typing import Any, Awaitable, Callable
 from schedulers import current_process, deliver, get, receive_matching, self_pid
 from schedulers._process import _counts as _parked
 from schedulers._process import _current
-from transport import BadArg, CallExit, CallTimeout, NotInProcess, Pid, Ref, StartError, Timeout
+from transport import (
+    BadArg,
+    CallExit,
+    CallTimeout,
+    NotInProcess,
+    NotSerializable,
+    Pid,
+    Ref,
+    StartError,
+    Timeout,
+)
 
 from . import _api
 
@@ -99,11 +109,16 @@ class Starter:
 
 
 async def _start_body(
-    body: Callable[..., Awaitable[Any]], parent: Pid, tag: Any, name: Any, args: tuple
+    body: Callable[..., Awaitable[Any]], parent: Pid, tag: Any, name: Any, args: tuple,
+    link: bool = True,
 ) -> Any:
     # Built here, not passed in: the starter's fields are terms, so a start can cross
     # schedulers and nodes.
     starter = Starter(parent, tag)
+    if not link:
+        # OTP: a process started without a link is its own parent, so an EXIT from the
+        # starter is an ordinary message (handle_info), not a parent exit.
+        current_process("start").parent = None
     if type(name) is tuple and name[0] == "global":
         if not await global_names.register_name(name[1], self_pid()):
             starter.fail(("already_started", global_names.whereis_name(name[1])))
@@ -147,7 +162,7 @@ async def start(
     me = current_process(f"{what}()")
     tag = _api.make_ref()
     pid, mref = _api.spawn(
-        _start_body, body, me.pid, tag, name, args, link=link, monitor=True,
+        _start_body, body, me.pid, tag, name, args, link, link=link, monitor=True,
         **(spawn_opts or {}),
     )
 
@@ -197,6 +212,8 @@ def cast_to(dest: Any, msg: Any) -> None:
         pid = _resolve(dest) if type(dest) is tuple else dest
         if pid is not None:
             _api.send(pid, msg)
+    except NotSerializable:
+        raise  # the message itself is bad: that is the caller's error, whoever `dest` is
     except BadArg:
         pass
 

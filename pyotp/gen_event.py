@@ -242,21 +242,27 @@ async def swap_sup_handler(
 def notify(mgr: Any, event: Any) -> None:
     """Send `event` to every handler of `mgr` and return at once.
 
-    Never fails for a dead or unknown manager: the event is dropped, like a cast.
+    A plain send, as in OTP: to a dead manager or to `(name, node)` that nobody holds the
+    event is dropped; to a bare name nobody holds it raises, like `pyotp.send`.
 
     Raises:
-        BadArg: `mgr` is not a pid, a name, or `(name, node)`.
+        BadArg: `mgr` is not a pid, a name, or `(name, node)`; or a name nobody holds.
         NotInProcess: called outside a running node.
     """
     if get() is None:
         raise NotInProcess("gen_event.notify()")
+    if type(mgr) is tuple and len(mgr) == 2 and mgr[0] == "global":
+        _gen.cast_to(mgr, ("$gen_notify", event))  # global:send's notify: never raises
+        return
     dest = _dest(mgr, "gen_event.notify")
     try:
         _api.send(dest, ("$gen_notify", event))
     except NotSerializable:
         raise
     except BadArg:
-        pass  # nobody holds the name: dropped, as Erlang's notify to a dead manager is
+        if type(dest) is str:
+            raise BadArg(f"gen_event.notify: no manager is registered as {dest!r}") from None
+        # (name, node) that nobody holds: dropped, as Erlang's send to {Name, Node} is
 
 
 async def sync_notify(mgr: Any, event: Any, *, timeout: float | None = None) -> None:

@@ -21,8 +21,10 @@ System requests (for `sys_` and `code`), answered with `_gen.reply(from_, value)
     ("terminate", reason)                -> (no reply) terminate(reason, state), exit reason
     ("debug", ("statistics" | "trace", flag)) -> see `pyotp._debug` (sys_.statistics/trace)
 
-The parent of a server is the process that started it (for `start` as for `start_link`), so a
-server that traps exits also runs `terminate` when the node shuts down.
+The parent of a server is the process that started it with `start_link`; one started with
+`start` is its own parent, as in OTP, so an EXIT from its starter goes to `handle_info`. Node
+shutdown sends each process its "shutdown" EXIT from its parent (itself when unlinked), so a
+server that traps exits runs `terminate` either way.
 """
 
 from __future__ import annotations

@@ -415,7 +415,7 @@ class _Machine:
         return (
             type(m) is tuple
             and len(m) == 3
-            and (m[0] == "$system" or (m[0] == "EXIT" and m[1] == self.proc.parent))
+            and (m[0] == "$system" or (m[0] == "EXIT" and m[1] == self._parent()))
         )
 
     async def _guard(self, step: Any) -> None:
@@ -454,7 +454,7 @@ class _Machine:
             if tag == "$system" and n == 3 and _is_from(msg[1]):
                 await self._system(msg[1], msg[2])
                 return None
-            if tag == "EXIT" and n == 3 and msg[1] == self.proc.parent and self.proc.trap_exit:
+            if tag == "EXIT" and n == 3 and msg[1] == self._parent() and self.proc.trap_exit:
                 self.event = ("info", msg)
                 await self._terminate(msg[2])
         return ("info", msg)
@@ -706,10 +706,15 @@ class _Machine:
         else:
             _gen.system_reply(from_, ("error", ("unknown_system_msg", req)))
 
+    def _parent(self) -> Pid:
+        # Started without a link: its own parent (as OTP), which is also whom node shutdown
+        # names as the sender of its "shutdown" EXIT.
+        return self.proc.parent or self.proc.pid
+
     def _status(self) -> tuple:
         # OTP's sys:get_status shape, as gen_server gives it.
         sys_state = "suspended" if self.suspended else "running"
-        parent = self.proc.parent
+        parent = self._parent()
         name = self.proc.name or self.proc.pid
         misc = [
             ("header", f"Status for state machine {name}"),

@@ -40,8 +40,10 @@ __all__ = [
     "count_children",
     "delete_child",
     "restart_child",
+    "start",
     "start_child",
     "start_link",
+    "stop",
     "terminate_child",
     "which_children",
 ]
@@ -108,13 +110,40 @@ async def start_link(
             ("shutdown", ("failed_to_start_child", id, reason)) when a child failed to start.
         BadArg: `sup` is not a Supervisor subclass or instance.
     """
-    if not ((isinstance(sup, type) and issubclass(sup, Supervisor)) or isinstance(sup, Supervisor)):
-        raise BadArg(
-            f"supervisor.start_link expects a Supervisor subclass or instance, got {sup!r}"
-        )
+    _check_sup(sup, "supervisor.start_link")
     return await gen_server.start_link(
         _SupServer(sup), arg, name=name, timeout=timeout, **spawn_opts
     )
+
+
+async def start(
+    sup: type[Supervisor] | Supervisor,
+    arg: Any = None,
+    *,
+    name: str | None = None,
+    timeout: float | None = None,
+    **spawn_opts: Any,
+) -> Pid | None:
+    """Start a supervisor without a link to the caller (as `gen_server.start`); otherwise
+    as `start_link`, with the same return value and errors."""
+    _check_sup(sup, "supervisor.start")
+    return await gen_server.start(_SupServer(sup), arg, name=name, timeout=timeout, **spawn_opts)
+
+
+async def stop(sup: Any, reason: Any = "normal", timeout: float | None = None) -> None:
+    """Stop the supervisor at `sup` (as `gen_server.stop`): its children stop first, in
+    reverse start order.
+
+    Raises:
+        CallExit: "noproc" when there is no such supervisor; its exit reason otherwise.
+        CallTimeout: it did not stop within `timeout` seconds.
+    """
+    await gen_server.stop(sup, reason, timeout)
+
+
+def _check_sup(sup: Any, what: str) -> None:
+    if not ((isinstance(sup, type) and issubclass(sup, Supervisor)) or isinstance(sup, Supervisor)):
+        raise BadArg(f"{what} expects a Supervisor subclass or instance, got {sup!r}")
 
 
 async def _request(sup: Any, request: Any, timeout: float | None) -> Any:
@@ -193,7 +222,9 @@ def check_childspecs(specs: list[dict[str, Any]], auto_shutdown: str | None = No
     Raises:
         OtpError: the first problem found, with Erlang's reason (e.g. "missing_id",
             ("duplicate_child_name", id), ("invalid_shutdown", x), ("bad_combination", ...)).
+        NotInProcess: called from plain code, outside `pyotp.run` (as every public call).
     """
+    current_process("supervisor.check_childspecs()")
     if type(specs) is not list:
         raise OtpError(
             ("badarg", specs), f"check_childspecs expects a list of specs, got {specs!r}"

@@ -767,3 +767,82 @@ def test_stop_via_system_message_in_suspended_state_still_terminates():
         return await _down(ref)
 
     assert pyotp.run(main) == "normal"
+
+
+class _TrapReporter(gen_server.GenServer):
+    """Traps exits; reports every info and its terminate to the pid it was started with."""
+
+    def init(self, watcher):
+        pyotp.process_flag("trap_exit", True)
+        return ("ok", watcher)
+
+    def handle_info(self, msg, watcher):
+        pyotp.send(watcher, ("info", msg))
+        return ("noreply", watcher)
+
+    def terminate(self, reason, watcher):
+        pyotp.send(watcher, ("terminate", reason))
+
+
+def test_a_server_started_without_link_is_its_own_parent():
+    """OTP: gen_server:start makes the server its own parent, so an EXIT from the starter is
+    an ordinary message for handle_info; with start_link the same EXIT ends the server."""
+
+    async def main():
+        me = pyotp.self()
+        pid = await gen_server.start(_TrapReporter, me)
+        pyotp.exit(pid, "other")
+        got = await pyotp.receive(timeout=5)
+        alive = await pyotp.process_info(pid) is not None
+        await gen_server.stop(pid)
+        await pyotp.receive(("terminate", ANY), timeout=5)
+        pyotp.process_flag("trap_exit", True)
+        linked = await gen_server.start_link(_TrapReporter, me)
+        pyotp.exit(linked, "other")
+        ended = await pyotp.receive(("terminate", ANY), timeout=5)
+        return got, alive, ended
+
+    got, alive, ended = pyotp.run(main)
+    assert got[0] == "info" and got[1][0] == "EXIT" and got[1][2] == "other"
+    assert alive
+    assert ended == ("terminate", "other")
+
+
+_TERMINATED: list = []
+
+
+class _RecordsTerminate(gen_server.GenServer):
+    def init(self, arg):
+        pyotp.process_flag("trap_exit", True)
+        return ("ok", arg)
+
+    def terminate(self, reason, state):
+        _TERMINATED.append(reason)  # same OS process: one scheduler
+
+
+def test_node_shutdown_still_runs_terminate_of_an_unlinked_trapping_server():
+    """At node shutdown an unlinked server (its own parent) gets its "shutdown" EXIT from
+    itself and runs terminate, as a linked one does."""
+    _TERMINATED.clear()
+
+    async def main():
+        await gen_server.start(_RecordsTerminate, None)
+        return "done"
+
+    assert pyotp.run(main, schedulers=1) == "done"
+    assert _TERMINATED == ["shutdown"]
+
+
+def test_a_cast_of_a_non_term_to_another_scheduler_raises_not_serializable():
+    """A cast never raises for its destination, but a message that cannot cross to the
+    server's scheduler is the caller's error, named clearly."""
+
+    async def main():
+        pid = await gen_server.start(Echo, pyotp.self(), scheduler=1)
+        with pytest.raises(pyotp.NotSerializable):
+            gen_server.cast(pid, lambda: None)
+        gen_server.cast("nobody_has_this_name", "dropped")  # still never raises
+        await gen_server.stop(pid)
+        return True
+
+    assert pyotp.run(main, schedulers=2)

@@ -1325,3 +1325,36 @@ def test_an_event_postponed_while_changing_state_is_retried_in_the_new_state():
         await gen_statem.stop(pid)
 
     run(main)
+
+
+class _TrapMachine(gen_statem.GenStatem):
+    callback_mode = "handle_event_function"
+
+    def init(self, watcher):
+        pyotp.process_flag("trap_exit", True)
+        return ("ok", "s", watcher)
+
+    def handle_event(self, kind, content, state, watcher):
+        if kind == "info":
+            pyotp.send(watcher, ("info", content))
+        return "keep_state_and_data"
+
+    def terminate(self, reason, state, watcher):
+        pyotp.send(watcher, ("terminate", reason))
+
+
+def test_a_machine_started_without_link_is_its_own_parent():
+    """OTP: gen_statem:start makes the machine its own parent: the starter's EXIT is an
+    info event, not a parent exit."""
+
+    async def main():
+        pid = await gen_statem.start(_TrapMachine, pyotp.self())
+        pyotp.exit(pid, "other")
+        got = await pyotp.receive(timeout=5)
+        await gen_statem.stop(pid)
+        end = await pyotp.receive(("terminate", pyotp.ANY), timeout=5)
+        return got, end
+
+    got, end = pyotp.run(main)
+    assert got[0] == "info" and got[1][0] == "EXIT" and got[1][2] == "other"
+    assert end == ("terminate", "normal")

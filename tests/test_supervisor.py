@@ -675,10 +675,15 @@ def test_significant_with_auto_shutdown_never_is_a_bad_spec():
 )
 def test_check_childspecs_raises_otp_error_naming_the_problem(spec, reason):
     """Ports supervisor_SUITE:check_childspecs."""
-    with pytest.raises(pyotp.OtpError) as info:
-        supervisor.check_childspecs([spec])
-    assert info.value.reason == reason
-    assert str(info.value)  # a readable message
+
+    async def main():
+        with pytest.raises(pyotp.OtpError) as info:
+            supervisor.check_childspecs([spec])
+        return info.value
+
+    error = pyotp.run(main)
+    assert error.reason == reason
+    assert str(error)  # a readable message
 
 
 def test_check_childspecs_accepts_good_specs_and_rejects_duplicates():
@@ -688,11 +693,17 @@ def test_check_childspecs_accepts_good_specs_and_rejects_duplicates():
         worker("b", restart="transient", shutdown="brutal_kill", type="supervisor"),
         worker("c", restart="temporary", significant=True, modules="dynamic", scheduler=0),
     ]
-    assert supervisor.check_childspecs(good) is None
-    assert supervisor.check_childspecs(good[2:], "any_significant") is None
-    with pytest.raises(pyotp.OtpError) as info:
-        supervisor.check_childspecs([worker("a"), worker("a")])
-    assert info.value.reason == ("duplicate_child_name", "a")
+
+    async def main():
+        assert supervisor.check_childspecs(good) is None
+        assert supervisor.check_childspecs(good[2:], "any_significant") is None
+        with pytest.raises(pyotp.OtpError) as info:
+            supervisor.check_childspecs([worker("a"), worker("a")])
+        return info.value.reason
+
+    assert pyotp.run(main) == ("duplicate_child_name", "a")
+    with pytest.raises(pyotp.NotInProcess):
+        supervisor.check_childspecs(good)  # from plain code, as every public call
 
 
 def test_a_child_spec_may_carry_a_scheduler_option():
@@ -815,3 +826,25 @@ def test_a_temporary_child_returning_ignore_leaves_no_spec_behind():
     assert first == ["w"]
     assert second == ["w"]
     assert counts == {"specs": 1, "active": 1, "supervisors": 0, "workers": 1}
+
+
+def test_supervisor_start_is_unlinked_and_stop_stops_the_tree():
+    """API.md: start and stop of every behaviour; OTP spells these gen_server's."""
+
+    class Sup(supervisor.Supervisor):
+        def init(self, arg):
+            return ("ok", ({"strategy": "one_for_one"}, [worker("a")]))
+
+    async def main():
+        sup = await supervisor.start(Sup, None, name="unlinked_sup")
+        me = await pyotp.process_info(pyotp.self())
+        child = (await supervisor.which_children(sup))[0][1]
+        ref = pyotp.monitor(child)
+        await supervisor.stop(sup)
+        down = await pyotp.receive(("DOWN", ref, ANY, ANY, ANY), timeout=5)
+        return sup in me["links"], down[4], pyotp.whereis("unlinked_sup")
+
+    linked, reason, name = pyotp.run(main)
+    assert not linked
+    assert reason == "shutdown"
+    assert name is None
