@@ -49,6 +49,11 @@ class _Server(gen_server.GenServer):
     """Internal: the s_group server of one node."""
 
     def init(self, _arg: Any) -> Any:
+        # The replica lives as long as this server: a node run again in the same OS process
+        # (tests) must not start with the last run's groups, whose terminate may not have run.
+        _groups.clear()
+        _known.clear()
+        _names.clear()
         _install_filter()
         return ("ok", {})
 
@@ -120,6 +125,7 @@ def _install_filter() -> None:
     control = get().router.node_control if get().router is not None else None
     if control is not None:
         control.transitive_filter = _may_connect
+        control.introduce_filter = _may_introduce
 
 
 def _remove_filter() -> None:
@@ -127,12 +133,26 @@ def _remove_filter() -> None:
     control = sched.router.node_control if sched is not None and sched.router else None
     if control is not None and control.transitive_filter is _may_connect:
         control.transitive_filter = None
+        control.introduce_filter = None
 
 
 def _may_connect(node: str) -> bool:
+    """May a transitive (introduced) connection join this node and `node`?"""
     if not _groups:
         return True  # a free node connects transitively
     return any(node in members for members in _groups.values())
+
+
+def _may_introduce(peer: str, node: str) -> bool:
+    """May this node tell `peer` about `node` (so that `peer` connects to it)?
+
+    A free node introduces everyone it knows (Erlang's full mesh; a grouped node among them
+    refuses the dial itself). A node in s_groups introduces only the members of a group it
+    shares with `peer`: its connections outside that group are its own, not transitive.
+    """
+    if not _groups:
+        return True
+    return any(peer in members and node in members for members in _groups.values())
 
 
 async def _ensure_started(node: str | None = None) -> None:
