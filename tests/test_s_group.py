@@ -71,6 +71,46 @@ def test_names_in_an_s_group_are_seen_by_members_and_freed_on_exit(peer):
     assert run_node(main) == (True, None)
 
 
+def test_a_node_added_to_an_s_group_gets_its_names_and_members(peer):
+    b, c, d = peer("b"), peer("c"), peer("d")
+
+    async def main():
+        here = pyotp.node()
+        await s_group.new_s_group("g", [b.name, c.name])
+        mine = pyotp.spawn(idle)
+        assert await s_group.register_name("g", "on_a", mine)
+        on_b = await pyotp.rpc.call(b.name, dist_helpers.spawn_idle, timeout=T)
+        assert await s_group.register_name("g", "on_b", on_b)
+        _, members = await s_group.add_nodes("g", [d.name])
+        later = pyotp.spawn(idle)
+        assert await s_group.register_name("g", "later", later)
+
+        async def on_d(fn, *args):
+            return await pyotp.rpc.call(d.name, fn, *args, timeout=T)
+
+        seen = {n: await on_d(dist_helpers.s_group_whereis, "g", n)
+                for n in ("on_a", "on_b", "later")}
+        own = await on_d(dist_helpers.s_group_own)
+
+        async def d_meets_the_group():
+            return await on_d(dist_helpers.connected_nodes) == sorted([here, b.name, c.name])
+
+        await _wait_until(d_meets_the_group, "D connected to A, B and C")
+        # A copied name is still dropped on D when its process exits.
+        pyotp.exit(mine, "kill")
+
+        async def gone_on_d():
+            return await on_d(dist_helpers.s_group_whereis, "g", "on_a") is None
+
+        await _wait_until(gone_on_d, "on_a dropped on D")
+        return members, seen == {"on_a": mine, "on_b": on_b, "later": later}, own
+
+    members, seen_all, own = run_node(main)
+    assert len(members) == 4 and d.name in members
+    assert seen_all
+    assert own == [("g", members)]
+
+
 def test_connections_are_not_transitive_across_s_groups(peer, monkeypatch):
     c = peer("c")
     monkeypatch.setenv("PEER_CONNECT", c.name)
