@@ -49,13 +49,18 @@ class _Server(gen_server.GenServer):
     """Internal: the s_group server of one node."""
 
     def init(self, _arg: Any) -> Any:
+        # The replica lives as long as this server: a node run again in the same OS process
+        # (tests) must not start with the last run's groups, whose terminate may not have run.
+        _groups.clear()
+        _known.clear()
+        _names.clear()
         _install_filter()
         return ("ok", {})
 
     def handle_call(self, req: Any, from_: Any, monitors: dict) -> Any:
         op = req[0]
-        if op == "set_group":  # (op, name, members or None to drop)
-            _, name, members = req
+        if op == "set_group":  # (op, name, members or None to drop[, names of a joiner])
+            name, members = req[1], req[2]
             here = _api.node()
             if members is None or here not in members:
                 _groups.pop(name, None)
@@ -71,7 +76,12 @@ class _Server(gen_server.GenServer):
                 for node in members:
                     if node != here:
                         _api.monitor_node(node, True)
+                if len(req) == 4:  # joining: the group's names so far (add_nodes)
+                    _merge_names(name, members, req[3], monitors)
             return ("reply", "ok", monitors)
+        if op == "names":  # (op, group): this replica's names of group, as (name, pid)
+            return ("reply", [(k[1], p) for k, p in _names.items() if k[0] == req[1]],
+                    monitors)
         if op == "known":
             _known.add(req[1])
             return ("reply", "ok", monitors)
@@ -116,10 +126,25 @@ class _Server(gen_server.GenServer):
         _remove_filter()
 
 
+def _merge_names(group: str, members: list[str], names: list, monitors: dict) -> None:
+    """Take a joining node's copy of `group`'s names; a name it already holds wins.
+
+    Each copied pid on a member node is monitored here: one that died after the copy was
+    taken (its node's "$drop" may have come before the copy) is dropped on its DOWN.
+    """
+    for name, pid in names:
+        if (group, name) in _names:
+            continue  # registered here meanwhile, by a member that already knew this node
+        _names[(group, name)] = pid
+        if pid.node in members and pid not in monitors.values():
+            monitors[_api.monitor(pid)] = pid
+
+
 def _install_filter() -> None:
     control = get().router.node_control if get().router is not None else None
     if control is not None:
         control.transitive_filter = _may_connect
+        control.introduce_filter = _may_introduce
 
 
 def _remove_filter() -> None:
@@ -127,12 +152,26 @@ def _remove_filter() -> None:
     control = sched.router.node_control if sched is not None and sched.router else None
     if control is not None and control.transitive_filter is _may_connect:
         control.transitive_filter = None
+        control.introduce_filter = None
 
 
 def _may_connect(node: str) -> bool:
+    """May a transitive (introduced) connection join this node and `node`?"""
     if not _groups:
         return True  # a free node connects transitively
     return any(node in members for members in _groups.values())
+
+
+def _may_introduce(peer: str, node: str) -> bool:
+    """May this node tell `peer` about `node` (so that `peer` connects to it)?
+
+    A free node introduces everyone it knows (Erlang's full mesh; a grouped node among them
+    refuses the dial itself). A node in s_groups introduces only the members of a group it
+    shares with `peer`: its connections outside that group are its own, not transitive.
+    """
+    if not _groups:
+        return True
+    return any(peer in members and node in members for members in _groups.values())
 
 
 async def _ensure_started(node: str | None = None) -> None:
@@ -160,15 +199,18 @@ def _check_nodes(nodes: Any, what: str) -> list[str]:
     return list(dict.fromkeys(nodes))
 
 
-async def _distribute(name: str, members: list[str] | None, targets: list[str]) -> None:
+async def _distribute(
+    name: str, members: list[str] | None, targets: list[str], names: list | None = None
+) -> None:
+    req = ("set_group", name, members) if names is None else ("set_group", name, members, names)
     for node in targets:
         if node == _api.node():
-            await gen_server.call(SERVER, ("set_group", name, members), _T)
+            await gen_server.call(SERVER, req, _T)
             continue
         if not await net.connect(node):
             raise OtpError(("nodedown", node), f"s_group {name!r}: cannot reach {node!r}")
         await _ensure_started(node)
-        await gen_server.call((SERVER, node), ("set_group", name, members), _T)
+        await gen_server.call((SERVER, node), req, _T)
 
 
 def _require_distributed(what: str) -> None:
@@ -224,6 +266,13 @@ def _own(name: str) -> list[str]:
 async def add_nodes(name: str, nodes: list[str]) -> tuple[str, list[str]]:
     """Add `nodes` to s_group `name`; return `(name, all members)`.
 
+    Behind the scenes:
+    1. This node's replica takes the new members first, so the connections made below are
+       already allowed by its groups; then every old member's does.
+    2. Only then is the group's name table read here and handed to each joining node with
+       the membership: a name registered from now on reaches the joiners anyway (every
+       member lists them), one registered before is in the copy.
+
     Raises:
         OtpError: "remote_s_group" when this node is not a member.
     """
@@ -231,8 +280,14 @@ async def add_nodes(name: str, nodes: list[str]) -> tuple[str, list[str]]:
     _check_group(name, "add_nodes")
     new = _check_nodes(nodes, "add_nodes")
     await _ensure_started()
-    members = sorted(set(_own(name)) | set(new))
-    await _distribute(name, members, members)
+    old = _own(name)
+    here = _api.node()
+    members = sorted(set(old) | set(new))
+    await _distribute(name, members, [here, *(n for n in old if n != here)])
+    joining = [n for n in members if n not in old]
+    if joining:
+        names = await gen_server.call(SERVER, ("names", name), _T)
+        await _distribute(name, members, joining, names)
     return (name, members)
 
 

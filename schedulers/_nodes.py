@@ -8,15 +8,26 @@ one process of either node.
 Behind the scenes of one connection (A dials B):
 1. A finds B's control port (the port mapper, or `name@host:port`) and opens a DEALER to B's
    ROUTER; they run the mutual HMAC handshake (`transport._handshake`) before anything else.
-2. Each side then sends Info (its schedulers' tcp endpoints, the spawn slot it gives the
-   other, the nodes it knows) tagged with the peer's session token; frames on the data
-   sockets must carry those tokens too, so nothing unauthenticated is ever decoded.
-3. Both tell their schedulers NodeUp; A connects to the nodes B knows (a full mesh, as in
-   Erlang).
+2. A sends Info (its schedulers' tcp endpoints, the spawn slot it gives the other, the
+   nodes it introduces, whether this dial came from an introduction) tagged with B's
+   session token; B answers with its own Info, or with Bye when it refuses an introduced
+   dial (see below). Frames on the data sockets must carry those tokens too, so nothing
+   unauthenticated is ever decoded.
+3. Both tell their schedulers NodeUp; each connects to the nodes the other introduced (a
+   full mesh, as in Erlang).
 4. Ticks every net_ticktime/4; a peer silent for net_ticktime is down: NodeDown to every
    scheduler, and every link and monitor across the cut fires with "noconnection".
 A wrong cookie is refused and logged on both sides with the peer's address; it never crashes
 anything.
+
+Transitivity and s_groups (SD Erlang): while `pyotp.s_group` has installed its two
+predicates, `transitive_filter(node)` ("may this node have a transitive connection to
+`node`?") and `introduce_filter(peer, node)` ("may `peer` be told about `node`?"), a node
+in s_groups introduces to a peer only the members of the groups it shares with that peer,
+dials only introduced nodes that share a group with it, and accepts an introduced dial only
+from such a node. So a grouped node never lands in a connection through someone else's,
+and a free node is never pulled into a grouped node's. An explicit `net.connect` (or an
+auto-connect on send) is not an introduction and is never refused for its groups.
 """
 
 from __future__ import annotations
@@ -51,6 +62,7 @@ class Info(msgspec.Struct, frozen=True, tag="info"):
     creations: dict[int, int]
     slot: int
     nodes: list[str]
+    introduced: bool = False  # the sender dialled because a third node introduced us
 
 
 class Tick(msgspec.Struct, frozen=True, tag="tick"):
@@ -86,7 +98,9 @@ def parse_node(node: str) -> tuple[str, str, int | None]:
 class _Conn:
     """One established connection to another node."""
 
-    __slots__ = ("name", "token", "accept", "identity", "dealer", "last_seen", "info")
+    __slots__ = (
+        "name", "token", "accept", "identity", "dealer", "last_seen", "info", "introduced"
+    )
 
     def __init__(self, name: str, token: bytes, accept: bytes) -> None:
         self.name = name
@@ -96,6 +110,7 @@ class _Conn:
         self.dealer: Any = None  # set when we dialled the peer
         self.last_seen = time.monotonic()
         self.info: Info | None = None
+        self.introduced = False  # we dialled it because a third node introduced it
 
 
 class NodeControl:
@@ -121,8 +136,10 @@ class NodeControl:
         self._tasks: set[asyncio.Task] = set()
         self.sock: Any = None
         self.refused = 0
-        # Set by pyotp.s_group while this node is in an s_group: node -> may we connect?
+        # Set by pyotp.s_group (see the module docstring): node -> may a transitive
+        # connection join us?  and (peer, node) -> may peer be introduced to node?
         self.transitive_filter: Any = None
+        self.introduce_filter: Any = None
 
     # ------------------------------------------------------------------ start / stop
 
@@ -181,12 +198,16 @@ class NodeControl:
     def nodes(self) -> list[str]:
         return sorted(n for n, c in self.conns.items() if c.info is not None)
 
-    def connect_soon(self, node: str) -> None:
+    def connect_soon(self, node: str, introduced: bool = False) -> None:
         """Start connecting without waiting (auto-connect); failure means NodeDown."""
-        self._spawn(self.connect(node))
+        self._spawn(self.connect(node, introduced))
 
-    async def connect(self, node: str) -> bool:
-        """Connect to `node` (idempotent); True once both sides are up."""
+    async def connect(self, node: str, introduced: bool = False) -> bool:
+        """Connect to `node` (idempotent); True once both sides are up.
+
+        `introduced` says the dial is transitive (another node told us of `node`), which a
+        node in s_groups may refuse.
+        """
         if node == self.name:
             return True
         conn = self.conns.get(node)
@@ -196,13 +217,13 @@ class NodeControl:
         if fut is None:
             fut = self.loop.create_future()
             self.connecting[node] = fut
-            self._spawn(self._dial(node, fut))
+            self._spawn(self._dial(node, fut, introduced))
         return await asyncio.shield(fut)
 
-    async def _dial(self, node: str, fut: asyncio.Future) -> None:
+    async def _dial(self, node: str, fut: asyncio.Future, introduced: bool) -> None:
         ok = False
         try:
-            ok = await self._handshake(node)
+            ok = await self._handshake(node, introduced)
         except Exception as exc:  # every failure is "not connected", never a crash
             log.warning("connecting to %s failed: %s", node, exc)
         if not ok:
@@ -212,7 +233,7 @@ class NodeControl:
             if not fut.done():
                 fut.set_result(False)
 
-    async def _handshake(self, node: str) -> bool:
+    async def _handshake(self, node: str, introduced: bool) -> bool:
         short, host, port = parse_node(node)
         if port is None:
             port = await self.loop.run_in_executor(
@@ -255,6 +276,7 @@ class NodeControl:
             return True
         conn = _Conn(node, initiator.peer_session, initiator.session)
         conn.dealer = dealer
+        conn.introduced = introduced
         self.conns[node] = conn
         self.dealer_waiters.pop(dealer, None)
         while not queue.empty():  # the peer's Info may have come right behind its Ack
@@ -264,12 +286,12 @@ class NodeControl:
         if fut is None:
             return conn.info is not None
         try:
-            await asyncio.wait_for(asyncio.shield(fut), _HANDSHAKE_TIMEOUT)
+            # False when the peer answered Bye (it refused an introduced dial).
+            return await asyncio.wait_for(asyncio.shield(fut), _HANDSHAKE_TIMEOUT)
         except TimeoutError:
             log.warning("connecting to %s: no Info after the handshake", node)
             self._node_down(node)
             return False
-        return True
 
     def _close_dealer(self, dealer: Any) -> None:
         self.dealer_waiters.pop(dealer, None)
@@ -354,8 +376,9 @@ class NodeControl:
         conn = _Conn(node, acceptor.peer_session, acceptor.session)
         conn.identity = identity
         self.conns[node] = conn
+        # Our Info waits for the dialler's: only its Info says whether the dial was an
+        # introduction, which a node in s_groups may refuse (see _on_control).
         self._send(self.sock, [identity, H.encode_message(final)])
-        self._send_info(conn)
 
     # ------------------------------------------------------------------ control messages
 
@@ -389,7 +412,12 @@ class NodeControl:
         self.next_slot = slot % 65535 + 1
         endpoints = dict(self.pool.tcp_endpoints)
         creations = dict(self.router.creations)
-        self._send_control(conn, Info(endpoints, creations, slot, self.nodes()))
+        introduce = self.introduce_filter
+        nodes = [
+            n for n in self.nodes()
+            if n != conn.name and (introduce is None or introduce(conn.name, n))
+        ]
+        self._send_control(conn, Info(endpoints, creations, slot, nodes, conn.introduced))
 
     def _on_control(self, conn: _Conn, parts: list) -> None:
         if len(parts) != 2 or parts[0] != conn.accept:
@@ -403,6 +431,17 @@ class NodeControl:
         conn.last_seen = time.monotonic()
         if type(msg) is Info:
             first = conn.info is None
+            if first and conn.identity is not None:  # we accepted: answer the dialler
+                allowed = self.transitive_filter
+                if msg.introduced and allowed is not None and not allowed(conn.name):
+                    # SD Erlang: no connection through a third node to a node outside
+                    # our s_groups. Refused before NodeUp, so nobody here sees it.
+                    log.info("refused an introduced connection from %s: no shared s_group",
+                             conn.name)
+                    self._send_control(conn, Bye())
+                    self.conns.pop(conn.name, None)
+                    return
+                self._send_info(conn)
             conn.info = msg
             if first:
                 self._node_up(conn)
@@ -425,7 +464,7 @@ class NodeControl:
         allowed = self.transitive_filter or (lambda _node: True)
         for other in info.nodes:
             if other != self.name and other not in self.conns and allowed(other):
-                self.connect_soon(other)
+                self.connect_soon(other, introduced=True)
 
     def _node_down(self, node: str, announce: bool = True) -> None:
         conn = self.conns.pop(node, None)

@@ -99,6 +99,30 @@ def kill(pid):
     pyotp.exit(pid, "kill")
 
 
+async def net_connect(node):
+    return await pyotp.net.connect(node)
+
+
+def connected_nodes():
+    return sorted(pyotp.nodes())
+
+
+async def s_group_new(name, nodes):
+    return await pyotp.s_group.new_s_group(name, nodes)
+
+
+async def s_group_whereis(group, name):
+    return await pyotp.s_group.whereis_name(group, name)
+
+
+async def s_group_own():
+    return await pyotp.s_group.own_s_groups()
+
+
+async def spawn_idle():
+    return pyotp.spawn(idle)
+
+
 class Casted(gen_server.GenServer):
     """Keeps what it was cast; call "get" returns it; call ("sleep", s) answers late."""
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+import dist_helpers
 import pytest
 from conftest import COOKIE, T, node_name
 
@@ -70,6 +71,46 @@ def test_names_in_an_s_group_are_seen_by_members_and_freed_on_exit(peer):
     assert run_node(main) == (True, None)
 
 
+def test_a_node_added_to_an_s_group_gets_its_names_and_members(peer):
+    b, c, d = peer("b"), peer("c"), peer("d")
+
+    async def main():
+        here = pyotp.node()
+        await s_group.new_s_group("g", [b.name, c.name])
+        mine = pyotp.spawn(idle)
+        assert await s_group.register_name("g", "on_a", mine)
+        on_b = await pyotp.rpc.call(b.name, dist_helpers.spawn_idle, timeout=T)
+        assert await s_group.register_name("g", "on_b", on_b)
+        _, members = await s_group.add_nodes("g", [d.name])
+        later = pyotp.spawn(idle)
+        assert await s_group.register_name("g", "later", later)
+
+        async def on_d(fn, *args):
+            return await pyotp.rpc.call(d.name, fn, *args, timeout=T)
+
+        seen = {n: await on_d(dist_helpers.s_group_whereis, "g", n)
+                for n in ("on_a", "on_b", "later")}
+        own = await on_d(dist_helpers.s_group_own)
+
+        async def d_meets_the_group():
+            return await on_d(dist_helpers.connected_nodes) == sorted([here, b.name, c.name])
+
+        await _wait_until(d_meets_the_group, "D connected to A, B and C")
+        # A copied name is still dropped on D when its process exits.
+        pyotp.exit(mine, "kill")
+
+        async def gone_on_d():
+            return await on_d(dist_helpers.s_group_whereis, "g", "on_a") is None
+
+        await _wait_until(gone_on_d, "on_a dropped on D")
+        return members, seen == {"on_a": mine, "on_b": on_b, "later": later}, own
+
+    members, seen_all, own = run_node(main)
+    assert len(members) == 4 and d.name in members
+    assert seen_all
+    assert own == [("g", members)]
+
+
 def test_connections_are_not_transitive_across_s_groups(peer, monkeypatch):
     c = peer("c")
     monkeypatch.setenv("PEER_CONNECT", c.name)
@@ -86,6 +127,82 @@ def test_connections_are_not_transitive_across_s_groups(peer, monkeypatch):
         return in_group
 
     assert run_node(main) == [b.name]
+
+
+async def _wait_until(predicate, what):
+    """Poll the coroutine function `predicate` until it is true (deadline T)."""
+    end = time.monotonic() + T
+    while not await predicate():
+        assert time.monotonic() < end, f"timed out waiting for {what}"
+        await asyncio.sleep(0.05)
+
+
+async def _stays_only(nodes, settle=2.0):
+    """Watch this node's connections for `settle` s; return every set seen other than `nodes`."""
+    seen = []
+    end = time.monotonic() + settle
+    while time.monotonic() < end:
+        now = sorted(pyotp.nodes())
+        if now != sorted(nodes):
+            seen.append(now)
+        await asyncio.sleep(0.05)
+    return seen
+
+
+@pytest.mark.parametrize("how", ["b_dials_free_c", "free_c_dials_b", "b_makes_a_group_with_c"])
+def test_a_grouped_node_is_not_pulled_into_a_group_mates_other_connections(peer, monkeypatch, how):
+    b = peer("b")
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        here = pyotp.node()
+        await s_group.new_s_group("g1", [b.name])
+        if how == "free_c_dials_b":
+            monkeypatch.setenv("PEER_CONNECT", b.name)  # C dials B as it boots
+        c = await loop.run_in_executor(None, peer, "c")
+        monkeypatch.delenv("PEER_CONNECT", raising=False)
+        if how == "b_dials_free_c":
+            assert await pyotp.rpc.call(b.name, dist_helpers.net_connect, c.name, timeout=T)
+        elif how == "b_makes_a_group_with_c":
+            await pyotp.rpc.call(b.name, dist_helpers.s_group_new, "g2", [b.name, c.name],
+                                 timeout=T)
+
+        async def b_sees_c():
+            there = await pyotp.rpc.call(b.name, dist_helpers.connected_nodes, timeout=T)
+            return c.name in there
+
+        await _wait_until(b_sees_c, "B connected to C")
+        extra = await _stays_only([b.name])  # a transitive connect has every chance
+        on_b = await pyotp.rpc.call(b.name, dist_helpers.connected_nodes, timeout=T)
+        on_c = await pyotp.rpc.call(b.name, pyotp.rpc.call, c.name,
+                                    dist_helpers.connected_nodes, timeout=T)
+        return here, extra, on_b, on_c, c.name
+
+    here, extra, on_b, on_c, c_name = run_node(main)
+    assert extra == []  # A was never connected to anyone but B
+    assert on_b == sorted([here, c_name])
+    assert on_c == [b.name]
+
+
+def test_a_grouped_node_refuses_a_connection_a_free_node_was_introduced_to(peer, monkeypatch):
+    b = peer("b")
+    x = peer("x")
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        await s_group.new_s_group("g1", [b.name])
+        assert await pyotp.net.connect(x.name)  # explicit: A's own, outside its group
+        monkeypatch.setenv("PEER_CONNECT", x.name)  # free C dials free X, which knows A
+        c = await loop.run_in_executor(None, peer, "c")
+        monkeypatch.delenv("PEER_CONNECT")
+        extra = await _stays_only([b.name, x.name])
+        on_c = await pyotp.rpc.call(x.name, pyotp.rpc.call, c.name,
+                                    dist_helpers.connected_nodes, timeout=T)
+        return extra, on_c
+
+    extra, on_c = run_node(main)
+    assert extra == []
+    assert on_c == [x.name]
 
 
 def test_a_free_node_connects_transitively(peer, monkeypatch):
