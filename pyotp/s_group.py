@@ -19,7 +19,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from schedulers import current_process, get
+from schedulers import current_process, get, self_pid
+from schedulers import receive as receive_any
 from transport import BadArg, OtpError, Pid
 
 from . import _api, gen_server, net, rpc
@@ -39,7 +40,9 @@ __all__ = [
 SERVER = "$s_group"
 _T = 5.0
 
-# This node's replica, kept by its server (scheduler 0) and read by plain calls there.
+# This node's replica, kept by its server (scheduler 0). In the OS process of every other
+# scheduler a mirror process keeps a copy for `send` (the one plain call); the async calls
+# made there ask the server itself (see _view), so they never read a stale copy.
 _groups: dict[str, list[str]] = {}  # own groups -> members
 _known: set[str] = set()  # groups of other nodes this node heard of
 _names: dict[tuple[str, str], Pid] = {}
@@ -55,9 +58,26 @@ class _Server(gen_server.GenServer):
         _known.clear()
         _names.clear()
         _install_filter()
+        sched = get()
+        others = sorted(set(sched.router.creations) - {sched.index}) if sched.router else []
+        self.mirrors = [_api.spawn(_mirror, self_pid(), scheduler=k) for k in others]
         return ("ok", {})
 
+    def _push(self) -> None:
+        """Hand the other schedulers' mirrors the tables after a change."""
+        if self.mirrors:
+            snapshot = ("tables", dict(_groups), sorted(_known), list(_names.items()))
+            for mirror in self.mirrors:
+                _api.send(mirror, snapshot)
+
     def handle_call(self, req: Any, from_: Any, monitors: dict) -> Any:
+        if req[0] == "view":  # the tables, for a caller on another scheduler (see _view)
+            return ("reply", (dict(_groups), sorted(_known), list(_names.items())), monitors)
+        r = self._handle_call(req, monitors)
+        self._push()
+        return r
+
+    def _handle_call(self, req: Any, monitors: dict) -> Any:
         op = req[0]
         if op == "set_group":  # (op, name, members or None to drop[, names of a joiner])
             name, members = req[1], req[2]
@@ -102,6 +122,11 @@ class _Server(gen_server.GenServer):
         return ("reply", ("error", "unknown_request"), monitors)
 
     def handle_info(self, msg: Any, monitors: dict) -> Any:
+        self._info(msg, monitors)
+        self._push()
+        return ("noreply", monitors)
+
+    def _info(self, msg: Any, monitors: dict) -> None:
         if type(msg) is tuple and len(msg) == 5 and msg[0] == "DOWN":
             pid = monitors.pop(msg[1], None)
             for key in [k for k, p in _names.items() if p == pid]:
@@ -112,11 +137,11 @@ class _Server(gen_server.GenServer):
         elif type(msg) is tuple and len(msg) == 2 and msg[0] == "nodedown":
             for key in [k for k, p in _names.items() if p.node == msg[1]]:
                 del _names[key]
-        return ("noreply", monitors)
 
     def handle_cast(self, msg: Any, monitors: dict) -> Any:
         if msg[0] == "$drop" and _names.get((msg[1], msg[2])) == msg[3]:
             del _names[(msg[1], msg[2])]
+            self._push()
         return ("noreply", monitors)
 
     def terminate(self, reason: Any, monitors: dict) -> None:
@@ -124,6 +149,34 @@ class _Server(gen_server.GenServer):
         _known.clear()
         _names.clear()
         _remove_filter()
+
+
+async def _mirror(server: Pid) -> None:
+    """Keep this scheduler's copy of the tables, for `send` (see `_Server.init`)."""
+    ref = _api.monitor(server)
+    while True:
+        msg = await receive_any()
+        if msg[0] == "tables":
+            _groups.clear()
+            _groups.update(msg[1])
+            _known.clear()
+            _known.update(msg[2])
+            _names.clear()
+            _names.update((tuple(key), pid) for key, pid in msg[3])
+        elif msg[0] == "DOWN" and msg[1] == ref:
+            _groups.clear()
+            _known.clear()
+            _names.clear()
+            return
+
+
+async def _view() -> tuple[dict[str, list[str]], set[str], dict[tuple[str, str], Pid]]:
+    """This node's tables, exact: read here on the server's scheduler, else asked of it."""
+    server = _api.whereis(SERVER)
+    if server is None or server.scheduler == get().index:
+        return _groups, _known, _names
+    groups, known, names = await gen_server.call(SERVER, ("view",), _T)
+    return groups, set(known), {tuple(key): pid for key, pid in names}
 
 
 def _merge_names(group: str, members: list[str], names: list, monitors: dict) -> None:
@@ -231,7 +284,8 @@ async def new_s_group(name: str, nodes: list[str]) -> tuple[str, list[str]]:
     members = _check_nodes(nodes, "new_s_group")
     _require_distributed("new_s_group")
     await _ensure_started()
-    if name in _groups or name in _known:
+    groups, known, _ = await _view()
+    if name in groups or name in known:
         raise OtpError("s_group_name_is_in_use", f"s_group name {name!r} is in use")
     here = _api.node()
     if here not in members:
@@ -252,12 +306,13 @@ async def delete_s_group(name: str) -> None:
     current_process("pyotp.s_group.delete_s_group()")
     _check_group(name, "delete_s_group")
     await _ensure_started()
-    members = _own(name)
+    members = await _own(name)
     await _distribute(name, None, members)
 
 
-def _own(name: str) -> list[str]:
-    members = _groups.get(name)
+async def _own(name: str) -> list[str]:
+    groups, _, _ = await _view()
+    members = groups.get(name)
     if members is None:
         raise OtpError("remote_s_group", f"this node is not in s_group {name!r}")
     return list(members)
@@ -280,7 +335,7 @@ async def add_nodes(name: str, nodes: list[str]) -> tuple[str, list[str]]:
     _check_group(name, "add_nodes")
     new = _check_nodes(nodes, "add_nodes")
     await _ensure_started()
-    old = _own(name)
+    old = await _own(name)
     here = _api.node()
     members = sorted(set(old) | set(new))
     await _distribute(name, members, [here, *(n for n in old if n != here)])
@@ -302,7 +357,7 @@ async def remove_nodes(name: str, nodes: list[str]) -> None:
     _check_group(name, "remove_nodes")
     gone = _check_nodes(nodes, "remove_nodes")
     await _ensure_started()
-    members = _own(name)
+    members = await _own(name)
     if _api.node() in gone:
         raise OtpError("cannot_remove_itself", "remove_nodes: a node cannot remove itself")
     left = [n for n in members if n not in gone]
@@ -312,15 +367,17 @@ async def remove_nodes(name: str, nodes: list[str]) -> None:
 async def s_groups() -> tuple[list[str], list[str]] | None:
     """Return `(own group names, other known group names)`, or None on a free node."""
     current_process("pyotp.s_group.s_groups()")
-    if not _groups and not _known:
+    groups, known, _ = await _view()
+    if not groups and not known:
         return None
-    return (sorted(_groups), sorted(_known - set(_groups)))
+    return (sorted(groups), sorted(set(known) - set(groups)))
 
 
 async def own_s_groups() -> list[tuple[str, list[str]]]:
     """Return this node's s_groups as `(name, members)`."""
     current_process("pyotp.s_group.own_s_groups()")
-    return [(name, list(members)) for name, members in sorted(_groups.items())]
+    groups, _, _ = await _view()
+    return [(name, list(members)) for name, members in sorted(groups.items())]
 
 
 async def register_name(group: str, name: str, pid: Pid) -> bool:
@@ -335,7 +392,7 @@ async def register_name(group: str, name: str, pid: Pid) -> bool:
     if type(name) is not str or type(pid) is not Pid:
         raise BadArg(f"register_name expects (group, name str, pid), got {name!r}, {pid!r}")
     await _ensure_started()
-    members = _own(group)
+    members = await _own(group)
     reserved = []
     for node in members:
         dest = SERVER if node == _api.node() else (SERVER, node)
@@ -356,7 +413,8 @@ async def whereis_name(group: str, name: str) -> Pid | None:
     """Return the pid registered as `name` in `group`, or None."""
     current_process("pyotp.s_group.whereis_name()")
     _check_group(group, "whereis_name")
-    return _names.get((group, name))
+    _, _, names = await _view()
+    return names.get((group, name))
 
 
 def send(group: str, name: str, msg: Any) -> Pid:

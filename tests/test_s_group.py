@@ -71,6 +71,50 @@ def test_names_in_an_s_group_are_seen_by_members_and_freed_on_exit(peer):
     assert run_node(main) == (True, None)
 
 
+async def _from_scheduler_1(group, other):
+    """Run on scheduler 1 (another OS process than the s_group server's)."""
+    pid = pyotp.spawn(idle)
+    registered = await s_group.register_name(group, "svc1", pid)
+    seen = await s_group.whereis_name(group, "svc1")
+    own = await s_group.own_s_groups()
+    groups = await s_group.s_groups()
+    with pytest.raises(pyotp.OtpError) as in_use:
+        await s_group.new_s_group(group, [other])
+    end = time.monotonic() + T
+    while True:  # send reads this scheduler's mirror, a moment behind the server
+        try:
+            sent = s_group.send(group, "svc1", "hello")
+            break
+        except pyotp.BadArg:
+            if time.monotonic() > end:
+                raise
+            await asyncio.sleep(0.02)
+    return registered, seen == pid, own, groups, in_use.value.reason, sent == pid
+
+
+def test_s_group_calls_work_from_every_scheduler_of_a_node(peer):
+    """The server lives on scheduler 0; a process on scheduler 1 (another OS process) sees
+    the same groups and names."""
+    b = peer("b")
+
+    async def main():
+        await s_group.new_s_group("gs", [b.name])
+        _relay_pid, ref = pyotp.spawn(_relay, pyotp.self(), "gs", b.name, scheduler=1,
+                                  monitor=True)
+        return await pyotp.receive(("result", ANY), ("DOWN", ref, ANY, ANY, ANY), timeout=3 * T)
+
+    result = pyotp.run(main, name=node_name("a"), cookie=COOKIE, schedulers=2,
+                       config={"kernel": {"net_ticktime": 1}})
+    registered, seen, own, groups, in_use, sent = result[1]
+    assert registered is True and seen and sent
+    assert [g for g, _ in own] == ["gs"] and groups == (["gs"], [])
+    assert in_use == "s_group_name_is_in_use"
+
+
+async def _relay(parent, group, other):
+    pyotp.send(parent, ("result", await _from_scheduler_1(group, other)))
+
+
 def test_a_node_added_to_an_s_group_gets_its_names_and_members(peer):
     b, c, d = peer("b"), peer("c"), peer("d")
 
