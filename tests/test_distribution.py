@@ -303,3 +303,30 @@ def test_an_oversized_frame_on_the_data_port_harms_no_one(peer):
     assert pyotp.run(main, name=node_name("a"), cookie=COOKIE,
                      config={"kernel": {"net_ticktime": 1, "max_message_size": 100_000}}
                      ) == "still fine"
+
+
+def test_a_monitor_by_name_names_the_name_when_its_node_is_lost(peer):
+    b = peer("b")
+    c = peer("c")
+    ghost = f"ghost@127.0.0.1:{free_port()}"
+
+    async def main():
+        assert await pyotp.net.connect(b.name) and await pyotp.net.connect(c.name)
+        downs = []
+        ref = pyotp.monitor(("echo", b.name))
+        await pyotp.rpc.call(b.name, h.whoami, timeout=T)  # the monitor is surely set there
+        pyotp.net.disconnect(b.name)
+        downs.append((await pyotp.receive(("DOWN", ref, ANY, ANY, ANY), timeout=T))[2:])
+        ref = pyotp.monitor(("echo", c.name))
+        await pyotp.rpc.call(c.name, h.whoami, timeout=T)
+        c.kill()
+        downs.append((await pyotp.receive(("DOWN", ref, ANY, ANY, ANY), timeout=T))[2:])
+        ref = pyotp.monitor(("echo", ghost))
+        downs.append((await pyotp.receive(("DOWN", ref, ANY, ANY, ANY), timeout=T))[2:])
+        return downs
+
+    assert run_node(main) == [
+        ("process", ("echo", b.name), "noconnection"),
+        ("process", ("echo", c.name), "noconnection"),
+        ("process", ("echo", ghost), "noconnection"),
+    ]
