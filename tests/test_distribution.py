@@ -330,3 +330,22 @@ def test_a_monitor_by_name_names_the_name_when_its_node_is_lost(peer):
         ("process", ("echo", c.name), "noconnection"),
         ("process", ("echo", ghost), "noconnection"),
     ]
+
+
+def test_a_node_whose_port_is_closed_is_down_at_once():
+    ghost = f"ghost@127.0.0.1:{free_port()}"
+
+    async def main():
+        t0 = time.monotonic()
+        connected = await pyotp.net.connect(ghost)
+        connect_took = time.monotonic() - t0
+        t0 = time.monotonic()
+        with pytest.raises(pyotp.OtpError) as failed:
+            await pyotp.rpc.call(ghost, h.whoami, timeout=None)
+        rpc_took = time.monotonic() - t0
+        return connected, connect_took, failed.value.reason, rpc_took
+
+    connected, connect_took, reason, rpc_took = run_node(main)
+    # a refused TCP connect is final (the handshake would otherwise wait 5 s)
+    assert connected is False and connect_took < 2
+    assert reason == ("badrpc", "nodedown") and rpc_took < 2
