@@ -2,7 +2,8 @@
 
 Run as a script to boot a node that serves the tests:
     python tests/dist_helpers.py NAME COOKIE TICKTIME
-It registers "echo" (replies ("echo", msg, node)), prints "ready", and runs until killed.
+It registers "echo" (replies ("echo", msg, node)), "kv" (a KV server) and "casted" (a Casted
+server), prints "ready", and runs until killed.
 """
 
 from __future__ import annotations
@@ -124,6 +125,7 @@ async def serve(name, cookie, ticktime):
     pid = pyotp.spawn(echo)
     await pyotp.register("echo", pid)
     await gen_server.start(KV, None, name="kv")
+    await gen_server.start(Casted, None, name="casted")
     if os.environ.get("PEER_CONNECT"):  # a test wants this node linked to another first
         await pyotp.net.connect(os.environ["PEER_CONNECT"])
     print("ready", flush=True)

@@ -332,6 +332,59 @@ def test_a_monitor_by_name_names_the_name_when_its_node_is_lost(peer):
     ]
 
 
+def test_multi_call_and_abcast_connect_to_a_node_not_connected_yet(peer):
+    b = peer("b")
+    c = peer("c")
+
+    async def main():
+        assert pyotp.nodes() == []
+        replies, bad = await gen_server.multi_call([b.name], "kv", ("get", "k"), timeout=T)
+        gen_server.abcast([c.name], "casted", "hi")
+        got = await gen_server.call(("casted", c.name), "get", timeout=T)
+        return replies, bad, got, sorted(pyotp.nodes())
+
+    replies, bad, got, nodes = run_node(main)
+    assert replies == [(b.name, None)] and bad == []
+    assert got == (c.name, ["hi"]) and nodes == sorted([b.name, c.name])
+
+
+class _Silent:
+    """A TCP port that accepts connections and never answers (a hung node)."""
+
+    def __enter__(self):
+        import socket
+
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.name = f"hung@127.0.0.1:{self.sock.getsockname()[1]}"
+        return self
+
+    def __exit__(self, *exc):
+        self.sock.close()
+
+
+def test_rpc_and_multi_call_to_a_node_that_does_not_answer_keep_their_timeout():
+    with _Silent() as hung:
+
+        async def main():
+            t0 = time.monotonic()
+            with pytest.raises(pyotp.OtpError) as failed:
+                await pyotp.rpc.call(hung.name, h.whoami, timeout=1)
+            rpc_took = time.monotonic() - t0
+            t0 = time.monotonic()
+            result = await gen_server.multi_call([hung.name], "kv", "x", timeout=1)
+            mc_took = time.monotonic() - t0
+            with pytest.raises(pyotp.Timeout):  # nothing late lands in the mailbox
+                await pyotp.receive(timeout=6)
+            return failed.value.reason, rpc_took, result, mc_took
+
+        reason, rpc_took, result, mc_took = run_node(main)
+    # the connection handshake alone would wait 5 s for an answer
+    assert reason == ("badrpc", "timeout") and rpc_took < 4
+    assert result == ([], [hung.name]) and mc_took < 4
+
+
 def test_a_node_whose_port_is_closed_is_down_at_once():
     ghost = f"ghost@127.0.0.1:{free_port()}"
 

@@ -687,7 +687,7 @@ def test_multi_call_and_abcast_reach_servers_on_other_nodes(peer):
             assert await pyotp.net.connect(n)
         await gen_server.start(h.Casted, None, name="mcr")
         await pyotp.rpc.call(b.name, h.start_casted, "mcr", timeout=T)
-        ghost = f"ghost@127.0.0.1:{free_port()}"  # not connected: a bad node at once
+        ghost = f"ghost@127.0.0.1:{free_port()}"  # refuses connections: a bad node
         here = pyotp.node()
         gen_server.abcast(None, "mcr", "hi")
         gen_server.abcast([ghost], "mcr", "lost")
