@@ -61,6 +61,10 @@ async def global_register_idle(name):
     return pid, await pyotp.global_.register_name(name, pid)
 
 
+async def global_register(name, pid):
+    return await pyotp.global_.register_name(name, pid)
+
+
 def global_whereis(name):
     return pyotp.global_.whereis_name(name)
 
