@@ -76,7 +76,9 @@ def whereis_name(name: str) -> Pid | None:
 
     Raises:
         BadArg: `name` is not a str.
+        NotInProcess: called from plain code.
     """
+    current_process("pyotp.global_.whereis_name()")
     if type(name) is not str:
         raise BadArg(f"global_.whereis_name expects a name str, got {name!r}")
     return _table().get(name)
@@ -87,7 +89,9 @@ def send(name: str, msg: Any) -> Pid:
 
     Raises:
         BadArg: nobody holds `name` (Erlang's `global:send` exits with badarg).
+        NotInProcess: called from plain code.
     """
+    current_process("pyotp.global_.send()")
     _check_name(name, "send")
     pid = _table().get(name)
     if pid is None:

@@ -112,10 +112,8 @@ def _check_scope(scope: Any, what: str) -> None:
 
 def _scope_state(scope: str, what: str) -> _Scope:
     """Return the scope's table here; start its server in the background when absent."""
+    current_process(f"pyotp.pg.{what}()")
     _check_scope(scope, what)
-    sched = get()
-    if sched is None:
-        raise BadArg(f"pg.{what} needs a running node (inside pyotp.run)")
     scopes = _scopes()
     st = scopes.get(scope)
     if st is None:
@@ -196,12 +194,20 @@ async def leave(group: Any, pid_or_pids: Pid | list[Pid], scope: str = DEFAULT_S
 
 
 def get_members(group: Any, scope: str = DEFAULT_SCOPE) -> list[Pid]:
-    """Return every member of `group` in the cluster (a pid once per join)."""
+    """Return every member of `group` in the cluster (a pid once per join).
+
+    Raises:
+        NotInProcess: called from plain code.
+    """
     return _scope_state(scope, "get_members").members(group)
 
 
 def get_local_members(group: Any, scope: str = DEFAULT_SCOPE) -> list[Pid]:
-    """Return the members of `group` that run on this node (a pid once per join)."""
+    """Return the members of `group` that run on this node (a pid once per join).
+
+    Raises:
+        NotInProcess: called from plain code.
+    """
     return list(_scope_state(scope, "get_local_members").local.get(group, ()))
 
 

@@ -243,6 +243,8 @@ def test_start_rejects_a_class_that_is_not_a_gen_server():
 def test_calls_outside_a_process_raise_not_in_process():
     with pytest.raises(pyotp.NotInProcess):
         gen_server.cast("x", "y")
+    with pytest.raises(pyotp.NotInProcess):
+        gen_server.abcast(["b@127.0.0.1"], "x", "y")
 
 
 def test_a_gen_server_instance_may_be_started_and_defaults_apply(caplog):

@@ -25,6 +25,13 @@ def run_node(main, *args, ticktime=1.0, cookie=COOKIE):
 # --------------------------------------------------------------------- one node
 
 
+def test_whereis_name_and_send_from_plain_code_raise_not_in_process():
+    with pytest.raises(pyotp.NotInProcess):
+        global_.whereis_name("svc")
+    with pytest.raises(pyotp.NotInProcess):
+        global_.send("svc", "hello")
+
+
 def test_a_name_is_registered_found_and_unregistered_on_a_lone_node():
     """Ports global_SUITE:names (the single-node part)."""
 

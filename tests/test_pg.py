@@ -24,6 +24,12 @@ def run_node(main, *args, ticktime=1.0, cookie=COOKIE):
 # --------------------------------------------------------------------- one node
 
 
+def test_reads_from_plain_code_raise_not_in_process():
+    for read in (pg.get_members, pg.get_local_members, pg.which_groups):
+        with pytest.raises(pyotp.NotInProcess):
+            read("g")
+
+
 def test_join_leave_and_get_members_on_one_node():
     """Ports pg_SUITE:single."""
 
