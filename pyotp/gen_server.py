@@ -293,7 +293,7 @@ async def multi_call(
     # call's timeout); one that cannot be reached is a bad node.
     unconnected = [n for n in node_list if n != here and n not in connected]
     if unconnected:
-        outcome = await net.connect_within(unconnected, timeout)
+        outcome = await net._connect_within(unconnected, timeout)
         connected.update(n for n, ok in outcome.items() if ok)
     for n in node_list:
         if n != here and n not in connected:

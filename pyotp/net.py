@@ -70,7 +70,7 @@ async def _connect_and_exit(node: str) -> None:
     raise Exit(("$connected", await connect(node)))
 
 
-async def connect_within(nodes: list[str], timeout: float | None) -> dict[str, bool | None]:
+async def _connect_within(nodes: list[str], timeout: float | None) -> dict[str, bool | None]:
     """Internal: connect to every node of `nodes` at once, waiting at most `timeout` s.
 
     Returns each node's outcome: True (connected), False (refused, unknown, no answer) or

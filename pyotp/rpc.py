@@ -64,7 +64,7 @@ async def call(node: str, fn: Callable[..., Any], *args: Any, timeout: float | N
     if node != sched.node and node not in (sched.router.remote_nodes if sched.router else ()):
         # Not connected yet: connect first, within the call's timeout.
         start = sched.loop.time()
-        connected = (await net.connect_within([node], timeout))[node]
+        connected = (await net._connect_within([node], timeout))[node]
         if connected is None:
             raise OtpError(("badrpc", "timeout"), f"rpc.call to {node!r} timed out")
         if not connected:
