@@ -36,7 +36,7 @@ from typing import Any
 from schedulers import current_process, deliver, get, receive_matching
 from transport import BadArg, Crash, Exit, Pid, Timeout
 
-from . import _api, _debug, _gen
+from . import _api, _debug, _gen, net
 
 __all__ = [
     "GenServer",
@@ -274,7 +274,7 @@ async def multi_call(
 
     Returns:
         `(replies, bad_nodes)`: `replies` a list of `(node, reply)`; `bad_nodes` the nodes
-        where no server answered (the node is not connected, none is registered there, it
+        where no server answered (the node cannot be reached, none is registered there, it
         died, the node went down, or `timeout` passed).
 
     Raises:
@@ -289,9 +289,17 @@ async def multi_call(
     bad: list[str] = []
     here = _api.node()
     connected = set(_api.nodes())
+    loop = me.task.get_loop()
+    deadline = None if timeout is None else loop.time() + timeout
+    # As Erlang's: a node not connected yet is connected to first (all at once, within the
+    # call's timeout); one that cannot be reached is a bad node.
+    unconnected = [n for n in node_list if n != here and n not in connected]
+    if unconnected:
+        outcome = await net._connect_within(unconnected, timeout)
+        connected.update(n for n, ok in outcome.items() if ok)
     for n in node_list:
         if n != here and n not in connected:
-            bad.append(n)  # not connected: a bad node at once, no connection attempt
+            bad.append(n)
             continue
         sent = _gen.send_request((name, n), request)
         if sent is None:
@@ -306,8 +314,6 @@ async def multi_call(
             or (len(m) == 5 and m[0] == "DOWN" and m[1] in pending)
         )
 
-    loop = me.task.get_loop()
-    deadline = None if timeout is None else loop.time() + timeout
     sched = get()
     while pending:
         left = None if deadline is None else max(0.0, deadline - loop.time())
@@ -330,17 +336,16 @@ async def multi_call(
 def abcast(nodes: list[str] | None, name: str, msg: Any) -> None:
     """Cast `msg` to the server registered as `name` on each node (None: all known nodes).
 
-    Returns None at once; nodes without such a server, and nodes that are not connected,
-    are skipped silently.
+    Returns None at once. A node not connected yet is connected to in the background (the
+    cast is held until then, as any send to `(name, node)`); nodes without such a server,
+    and nodes that cannot be reached, are skipped silently.
     """
+    current_process("gen_server.abcast()")
     node_list = _check_nodes(nodes, "gen_server.abcast")
     if type(name) is not str:
         raise BadArg(f"gen_server.abcast expects a registered name str, got {name!r}")
-    here = _api.node()
-    connected = set(_api.nodes())
     for n in node_list:
-        if n == here or n in connected:
-            cast((name, n), msg)
+        cast((name, n), msg)
 
 
 # ===================================================================== the server process

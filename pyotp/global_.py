@@ -8,10 +8,11 @@ meets) → its peers on the other connected nodes (`gen_server.call/cast` to
 Behind the scenes:
 1. Every name server keeps a full replica of the table; `whereis_name` reads the one of this
    OS process without messaging anybody.
-2. `register_name` locks the name on every connected node's server, in node-name order (a
-   total order, so two concurrent registrations never deadlock: the second waits on the
-   first node's lock), checks that nobody holds it, commits it everywhere, and releases the
-   locks. Only one of two concurrent registrations of a name can succeed.
+2. `register_name` locks the name and the pid on every connected node's server, in
+   node-name order (a total order, so two concurrent registrations never deadlock: the
+   second waits on the first node's lock), checks that nobody holds the name and that the
+   pid holds no name, commits it everywhere, and releases the locks. Only one of two
+   concurrent registrations of a name (or of a pid) can succeed.
 3. Each server monitors every registered pid: a name goes when its process exits, or when
    its node is lost (the monitor fires "noconnection").
 4. Each server polls its connected nodes; on a new connection it makes sure a server runs
@@ -45,6 +46,7 @@ _log = logging.getLogger("pyotp.global")
 SERVER = "$global_name_server"
 _TICK = 0.2  # seconds between looks for newly connected nodes
 _CALL_TIMEOUT = 10.0
+_PID_LOCK = "$pid"  # lock key (_PID_LOCK, pid): a tuple, so never a name (names are str)
 
 # The replica of this OS process, per running node (a test process boots many nodes one
 # after the other): name -> pid. Written only by the name server.
@@ -74,7 +76,9 @@ def whereis_name(name: str) -> Pid | None:
 
     Raises:
         BadArg: `name` is not a str.
+        NotInProcess: called from plain code.
     """
+    current_process("pyotp.global_.whereis_name()")
     if type(name) is not str:
         raise BadArg(f"global_.whereis_name expects a name str, got {name!r}")
     return _table().get(name)
@@ -85,7 +89,9 @@ def send(name: str, msg: Any) -> Pid:
 
     Raises:
         BadArg: nobody holds `name` (Erlang's `global:send` exits with badarg).
+        NotInProcess: called from plain code.
     """
+    current_process("pyotp.global_.send()")
     _check_name(name, "send")
     pid = _table().get(name)
     if pid is None:
@@ -97,8 +103,9 @@ def send(name: str, msg: Any) -> Pid:
 async def register_name(name: str, pid: Pid) -> bool:
     """Register `name` for `pid` on every connected node; True on success.
 
-    The name is unique in the cluster: False when some node already has it (or another
-    registration of it won the race). A pid may hold several global names.
+    As Erlang's `global`, a name names one pid and a pid holds one name: False when some
+    node already has `name` (even for this very pid), when `pid` already holds another
+    global name, or when another registration of it won the race.
 
     Raises:
         BadArg: `name` is not a non-empty str, or `pid` is not a Pid.
@@ -111,28 +118,35 @@ async def register_name(name: str, pid: Pid) -> bool:
     await _ensure_started()
     targets = await _servers()
     holder = (me.pid, _api.make_ref())
-    locked: list[str] = []
+    # Two locks per node: the name, and the pid (so two registrations of one pid under
+    # different names cannot both win). Taken node by node in node-name order, the name's
+    # before the pid's: one total order for every registrant, so none deadlocks.
+    keys = (name, (_PID_LOCK, pid))
+    locked: list[tuple[str, Any]] = []
     ok = True
     try:
-        for n in targets:  # sorted: every registrant takes the locks in the same order
-            try:
-                current = await gen_server.call((SERVER, n), ("lock", name, holder),
-                                                _CALL_TIMEOUT)
-            except (CallExit, CallTimeout):
-                if n == _api.node():
-                    raise
-                continue  # that node went away: it syncs again when it comes back
-            locked.append(n)
-            if current is not None and current != pid:
-                ok = False
+        for n in targets:
+            for key in keys:
+                try:
+                    current = await gen_server.call((SERVER, n), ("lock", key, holder),
+                                                    _CALL_TIMEOUT)
+                except (CallExit, CallTimeout):
+                    if n == _api.node():
+                        raise
+                    break  # that node went away: it syncs again when it comes back
+                locked.append((n, key))
+                if current is not None:  # the name is taken, or the pid has a name
+                    ok = False
+                    break
+            if not ok:
                 break
         if ok:
-            for n in locked:
-                await _quiet_call(n, ("commit", name, pid, holder))
+            for n in dict.fromkeys(n for n, _ in locked):
+                await _quiet_call(n, ("commit", name, pid, holder))  # releases both locks
             locked = []
     finally:
-        for n in locked:
-            await _quiet_call(n, ("unlock", name, holder))
+        for n, key in locked:
+            await _quiet_call(n, ("unlock", key, holder))
     return ok
 
 
@@ -232,8 +246,9 @@ class _Server(gen_server.GenServer):
     """The per-node name server.
 
     Client call → callback it triggers:
-        `register_name` → handle_call ("lock", name, holder), ("commit", name, pid, holder),
-                          ("unlock", name, holder) on every node's server
+        `register_name` → handle_call ("lock", key, holder) for key name and ("$pid", pid),
+                          ("commit", name, pid, holder), ("unlock", key, holder) on every
+                          node's server
         `unregister_name` → handle_call ("unregister", name)
         `sync` → handle_call ("sync", node, table) there, ("merge", table) here
         a new connection → handle_info "$tick" → handle_cast ("sync_req" / "sync_ack")
@@ -301,6 +316,13 @@ class _Server(gen_server.GenServer):
 
     # ---------------------------------------------------------------- locks
 
+    def _holding(self, key: Any) -> Any:
+        """What a lock on `key` protects: the pid of a name, or a name a pid holds."""
+        if type(key) is str:
+            return _table().get(key)
+        pid = key[1]
+        return next((n for n, p in _table().items() if p == pid), None)
+
     def _grant(self, name: str, holder: tuple) -> None:
         self.locks[name] = holder
         hpid = holder[0]
@@ -317,7 +339,7 @@ class _Server(gen_server.GenServer):
             if not queue:
                 del self.waiting[name]
             self._grant(name, nxt)
-            gen_server.reply(from_, _table().get(name))
+            gen_server.reply(from_, self._holding(name))
             return
 
     def _holder_gone(self, hpid: Pid) -> None:
@@ -339,7 +361,7 @@ class _Server(gen_server.GenServer):
             cur = self.locks.get(name)
             if cur is None or cur == holder:
                 self._grant(name, holder)
-                return ("reply", _table().get(name), state)
+                return ("reply", self._holding(name), state)
             self.waiting.setdefault(name, []).append((from_, holder))
             if holder[0] not in self.holder_mons:
                 self.holder_mons[holder[0]] = _api.monitor(holder[0])
@@ -348,6 +370,7 @@ class _Server(gen_server.GenServer):
             _, name, pid, holder = req
             self._add(name, pid)
             self._release(name, holder)
+            self._release((_PID_LOCK, pid), holder)
             return ("reply", "ok", state)
         if kind == "unlock":
             self._release(req[1], req[2])

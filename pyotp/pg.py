@@ -14,7 +14,9 @@ Behind the scenes:
    runs there, then the two exchange "discover" and send each other their local
    memberships ("sync").
 4. `join`/`leave` return once every peer server known at that moment has applied the change
-   (they acknowledge to the caller), so `get_members` on another node then sees it.
+   (they acknowledge to the caller), so `get_members` on another node then sees it. Before
+   a join, a connected node whose server ours has not met yet gets the scope started and
+   introduced (`_meet_connected`), so the first join after a connection reaches it too.
 5. `get_members`, `get_local_members`, `which_groups`, `monitor` read and write the scope's
    table in this OS process directly, without messages (as Erlang's pg reads its ets table).
 
@@ -31,7 +33,7 @@ from typing import Any
 
 from schedulers import current_process, get, self_pid
 from schedulers import receive as receive_any
-from transport import BadArg, CallExit, CallTimeout, Pid, Ref, StartError, Timeout
+from transport import BadArg, CallExit, CallTimeout, OtpError, Pid, Ref, StartError, Timeout
 
 from . import _api, gen_server
 
@@ -112,10 +114,8 @@ def _check_scope(scope: Any, what: str) -> None:
 
 def _scope_state(scope: str, what: str) -> _Scope:
     """Return the scope's table here; start its server in the background when absent."""
+    current_process(f"pyotp.pg.{what}()")
     _check_scope(scope, what)
-    sched = get()
-    if sched is None:
-        raise BadArg(f"pg.{what} needs a running node (inside pyotp.run)")
     scopes = _scopes()
     st = scopes.get(scope)
     if st is None:
@@ -196,12 +196,20 @@ async def leave(group: Any, pid_or_pids: Pid | list[Pid], scope: str = DEFAULT_S
 
 
 def get_members(group: Any, scope: str = DEFAULT_SCOPE) -> list[Pid]:
-    """Return every member of `group` in the cluster (a pid once per join)."""
+    """Return every member of `group` in the cluster (a pid once per join).
+
+    Raises:
+        NotInProcess: called from plain code.
+    """
     return _scope_state(scope, "get_members").members(group)
 
 
 def get_local_members(group: Any, scope: str = DEFAULT_SCOPE) -> list[Pid]:
-    """Return the members of `group` that run on this node (a pid once per join)."""
+    """Return the members of `group` that run on this node (a pid once per join).
+
+    Raises:
+        NotInProcess: called from plain code.
+    """
     return list(_scope_state(scope, "get_local_members").local.get(group, ()))
 
 
@@ -275,6 +283,8 @@ async def _update(scope: str, node: str, req: tuple) -> Any:
     name = _server_name(scope)
     origin = await _ensure_started(scope)  # our node takes part in the scope in any case
     if node == _api.node():
+        if req[0] == "join":
+            await _meet_connected(scope, origin)
         origin = None
     else:
         from . import rpc  # noqa: PLC0415 - only for pids of other nodes
@@ -296,6 +306,58 @@ async def _update(scope: str, node: str, req: tuple) -> Any:
         finally:
             _api.demonitor(mref, flush=True)
     return result
+
+
+async def _meet_connected(scope: str, server: Pid) -> None:
+    """Make every connected node's server of `scope` a peer of `server` (ours) first.
+
+    Discovery alone finds a node's server only on a later tick (and a server elsewhere
+    starts only when discovery or a first use asks for it), so a join would not reach a node
+    whose server our server has not met yet. Behind the scenes, for each such node at once:
+    a helper process starts the scope there (`rpc`) and introduces it to our server ("hello":
+    our server takes it as a peer and sends it "discover"). The join is broadcast after
+    that "discover", from the same sender, so the peer has met us before it applies and
+    acknowledges the join. Nodes that do not answer within the ack timeout are left to
+    discovery (or to their nodedown).
+    """
+    from schedulers import receive_matching  # noqa: PLC0415 - hot import kept local
+
+    st = _scopes().get(scope)
+    met = {p.node for p in st.remote} if st is not None else set()
+    missing = [n for n in _api.nodes() if n not in met]
+    if not missing:
+        return
+    me = current_process()
+    helpers = {}
+    for n in missing:
+        pid, ref = _api.spawn(_introduce, scope, server, n, monitor=True)
+        helpers[ref] = pid
+
+    def is_down(m: Any) -> bool:
+        return type(m) is tuple and len(m) == 5 and m[0] == "DOWN" and m[1] in helpers
+
+    loop = get().loop
+    deadline = loop.time() + _ACK_TIMEOUT
+    while helpers:
+        try:
+            msg = await receive_matching(me, is_down, max(0.0, deadline - loop.time()))
+        except Timeout:
+            break
+        helpers.pop(msg[1])
+    for ref, pid in helpers.items():
+        _api.demonitor(ref, flush=True)
+        _api.exit(pid, "kill")
+
+
+async def _introduce(scope: str, server: Pid, node: str) -> None:
+    """Helper of `_meet_connected`: start `scope` on `node`, introduce it to `server`."""
+    from . import rpc  # noqa: PLC0415 - only for other nodes
+
+    try:
+        peer = await rpc.call(node, _ensure_started, scope, timeout=_ACK_TIMEOUT)
+        await gen_server.call(server, ("hello", peer), _ACK_TIMEOUT)
+    except (OtpError, CallExit, CallTimeout):
+        pass  # unreachable or lost meanwhile: discovery or its nodedown settles it
 
 
 async def _receive_ack(tag: Ref, peer: Pid, mref: Ref) -> None:

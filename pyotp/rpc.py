@@ -61,8 +61,16 @@ async def call(node: str, fn: Callable[..., Any], *args: Any, timeout: float | N
     me = current_process("pyotp.rpc.call()")
     _check(node, fn, timeout)
     sched = get()
-    if node != sched.node and not await net.connect(node):
-        raise OtpError(("badrpc", "nodedown"), f"rpc.call: node {node!r} is not reachable")
+    if node != sched.node and node not in (sched.router.remote_nodes if sched.router else ()):
+        # Not connected yet: connect first, within the call's timeout.
+        start = sched.loop.time()
+        connected = (await net._connect_within([node], timeout))[node]
+        if connected is None:
+            raise OtpError(("badrpc", "timeout"), f"rpc.call to {node!r} timed out")
+        if not connected:
+            raise OtpError(("badrpc", "nodedown"), f"rpc.call: node {node!r} is not reachable")
+        if timeout is not None:
+            timeout = max(0.0, timeout - (sched.loop.time() - start))
     tag = _api.make_ref()
     pid, mref = _api.spawn(_run_call, me.pid, tag, fn, args, node=node, monitor=True)
 

@@ -105,10 +105,14 @@ class _Server(gen_server.GenServer):
         if op == "known":
             _known.add(req[1])
             return ("reply", "ok", monitors)
-        if op == "reserve":  # (op, group, name, pid): True if free or already this pid
+        if op == "reserve":  # (op, group, name, pid): True if the name is free here
             _, group, name, pid = req
-            holder = _names.get((group, name))
-            if holder is not None and holder != pid:
+            # As the RELEASE project's s_group (and Erlang's global): a name names one pid
+            # and a pid holds one name in a group, so a name taken even by this very pid,
+            # or a pid named already, is refused.
+            if (group, name) in _names or any(
+                k[0] == group and p == pid for k, p in _names.items()
+            ):
                 return ("reply", False, monitors)
             _names[(group, name)] = pid
             if pid.node == _api.node() and pid not in monitors.values():
@@ -381,7 +385,11 @@ async def own_s_groups() -> list[tuple[str, list[str]]]:
 
 
 async def register_name(group: str, name: str, pid: Pid) -> bool:
-    """Register `name` for `pid` in s_group `group` (on all its members); False if taken.
+    """Register `name` for `pid` in s_group `group` (on all its members).
+
+    Returns:
+        True, or False when `name` is taken in `group` (even by `pid`) or `pid` already
+        holds a name in `group` (a pid may hold one name in each of its groups).
 
     Raises:
         OtpError: "remote_s_group" when this node is not a member of `group`.

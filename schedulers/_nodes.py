@@ -243,6 +243,18 @@ class NodeControl:
                 log.warning("connecting to %s: no such node at the port mapper of %s",
                             node, host)
                 return False
+        # ZeroMQ retries a refused connect silently, so a closed port would only show as the
+        # handshake timeout. A plain TCP connect first fails at once (Erlang: nodedown in
+        # about a millisecond); ZeroMQ drops the probe, which never sends its greeting.
+        try:
+            _, probe = await asyncio.wait_for(
+                asyncio.open_connection(host, port), _HANDSHAKE_TIMEOUT
+            )
+        except (OSError, TimeoutError) as exc:
+            log.warning("connecting to %s at %s:%s: %s", node, host, port,
+                        exc or "no answer")
+            return False
+        probe.transport.abort()
         dealer = self.ctx.socket(zmq.DEALER)
         dealer.setsockopt(zmq.LINGER, 0)
         dealer.setsockopt(zmq.MAXMSGSIZE, _MAX_CONTROL)

@@ -628,6 +628,8 @@ class Router:
             proc = sched.lookup(frame.watcher)
             if proc is not None and proc.monitors and frame.ref in proc.monitors:
                 del proc.monitors[frame.ref]
+                if sched.name_monitors:
+                    sched.name_monitors.pop(frame.ref, None)
                 deliver(proc, ("DOWN", frame.ref, "process", frame.ident, frame.reason))
         elif t is F.Spawn:
             self._on_spawn(frame)
@@ -914,7 +916,9 @@ class Router:
             if proc.monitors:
                 for ref, pid in [(r, p) for r, p in proc.monitors.items() if gone(p)]:
                     del proc.monitors[ref]
-                    deliver(proc, ("DOWN", ref, "process", pid, "noconnection"))
+                    # by name: the DOWN names (name, node), not the placeholder pid
+                    ident = sched.name_monitors.pop(ref, pid) if sched.name_monitors else pid
+                    deliver(proc, ("DOWN", ref, "process", ident, "noconnection"))
             if proc.links:
                 for pid in [p for p in proc.links if gone(p)]:
                     sched.exit_signal(pid, proc.pid, "noconnection", True)

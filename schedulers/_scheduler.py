@@ -62,6 +62,10 @@ class Scheduler:
         self.procs: dict[int, Process] = {}
         # node-wide registry cache: name -> pid (a local pid is the live one, with its process)
         self.names: dict[str, Pid] = {}
+        # monitors by name on another node: ref -> (name, node). The watcher's `monitors`
+        # holds a placeholder pid (the name is resolved over there); a DOWN made here when
+        # that node is lost must still name (name, node), as Erlang's does.
+        self.name_monitors: dict[Ref, tuple[str, str]] = {}
         # set when the node has other schedulers: frames to them go through it
         self.router: Any = None
         self.timers: dict[Ref, tuple[asyncio.TimerHandle, float]] = {}
@@ -178,6 +182,8 @@ class Scheduler:
         router = self.router
         if proc.monitors:
             for ref, target in proc.monitors.items():
+                if self.name_monitors:
+                    self.name_monitors.pop(ref, None)
                 t = target._proc
                 if t is not None:
                     if t.watchers:
@@ -301,6 +307,7 @@ class Scheduler:
                     return ref
                 # By name on another node: that node resolves it; DOWN names (name, node).
                 placeholder = Pid(node, 0, 0, 0)
+                self.name_monitors[ref] = ident
                 if watcher.monitors is None:
                     watcher.monitors = {ref: placeholder}
                 else:
@@ -324,6 +331,8 @@ class Scheduler:
     def demonitor(self, watcher: Process, ref: Ref, flush: bool) -> bool:
         target = watcher.monitors.pop(ref, None) if watcher.monitors else None
         if target is not None:
+            if self.name_monitors:
+                self.name_monitors.pop(ref, None)
             t = target._proc or self.lookup(target)
             if t is not None:
                 if t.watchers:

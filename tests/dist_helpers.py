@@ -2,7 +2,8 @@
 
 Run as a script to boot a node that serves the tests:
     python tests/dist_helpers.py NAME COOKIE TICKTIME
-It registers "echo" (replies ("echo", msg, node)), prints "ready", and runs until killed.
+It registers "echo" (replies ("echo", msg, node)), "kv" (a KV server) and "casted" (a Casted
+server), prints "ready", and runs until killed.
 """
 
 from __future__ import annotations
@@ -58,6 +59,10 @@ async def global_register_idle(name):
     """Spawn an idle process here and register it globally as `name`; (pid, registered?)."""
     pid = pyotp.spawn(idle)
     return pid, await pyotp.global_.register_name(name, pid)
+
+
+async def global_register(name, pid):
+    return await pyotp.global_.register_name(name, pid)
 
 
 def global_whereis(name):
@@ -148,6 +153,7 @@ async def serve(name, cookie, ticktime):
     pid = pyotp.spawn(echo)
     await pyotp.register("echo", pid)
     await gen_server.start(KV, None, name="kv")
+    await gen_server.start(Casted, None, name="casted")
     if os.environ.get("PEER_CONNECT"):  # a test wants this node linked to another first
         await pyotp.net.connect(os.environ["PEER_CONNECT"])
     print("ready", flush=True)

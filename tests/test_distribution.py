@@ -303,3 +303,102 @@ def test_an_oversized_frame_on_the_data_port_harms_no_one(peer):
     assert pyotp.run(main, name=node_name("a"), cookie=COOKIE,
                      config={"kernel": {"net_ticktime": 1, "max_message_size": 100_000}}
                      ) == "still fine"
+
+
+def test_a_monitor_by_name_names_the_name_when_its_node_is_lost(peer):
+    b = peer("b")
+    c = peer("c")
+    ghost = f"ghost@127.0.0.1:{free_port()}"
+
+    async def main():
+        assert await pyotp.net.connect(b.name) and await pyotp.net.connect(c.name)
+        downs = []
+        ref = pyotp.monitor(("echo", b.name))
+        await pyotp.rpc.call(b.name, h.whoami, timeout=T)  # the monitor is surely set there
+        pyotp.net.disconnect(b.name)
+        downs.append((await pyotp.receive(("DOWN", ref, ANY, ANY, ANY), timeout=T))[2:])
+        ref = pyotp.monitor(("echo", c.name))
+        await pyotp.rpc.call(c.name, h.whoami, timeout=T)
+        c.kill()
+        downs.append((await pyotp.receive(("DOWN", ref, ANY, ANY, ANY), timeout=T))[2:])
+        ref = pyotp.monitor(("echo", ghost))
+        downs.append((await pyotp.receive(("DOWN", ref, ANY, ANY, ANY), timeout=T))[2:])
+        return downs
+
+    assert run_node(main) == [
+        ("process", ("echo", b.name), "noconnection"),
+        ("process", ("echo", c.name), "noconnection"),
+        ("process", ("echo", ghost), "noconnection"),
+    ]
+
+
+def test_multi_call_and_abcast_connect_to_a_node_not_connected_yet(peer):
+    b = peer("b")
+    c = peer("c")
+
+    async def main():
+        assert pyotp.nodes() == []
+        replies, bad = await gen_server.multi_call([b.name], "kv", ("get", "k"), timeout=T)
+        gen_server.abcast([c.name], "casted", "hi")
+        got = await gen_server.call(("casted", c.name), "get", timeout=T)
+        return replies, bad, got, sorted(pyotp.nodes())
+
+    replies, bad, got, nodes = run_node(main)
+    assert replies == [(b.name, None)] and bad == []
+    assert got == (c.name, ["hi"]) and nodes == sorted([b.name, c.name])
+
+
+class _Silent:
+    """A TCP port that accepts connections and never answers (a hung node)."""
+
+    def __enter__(self):
+        import socket
+
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.name = f"hung@127.0.0.1:{self.sock.getsockname()[1]}"
+        return self
+
+    def __exit__(self, *exc):
+        self.sock.close()
+
+
+def test_rpc_and_multi_call_to_a_node_that_does_not_answer_keep_their_timeout():
+    with _Silent() as hung:
+
+        async def main():
+            t0 = time.monotonic()
+            with pytest.raises(pyotp.OtpError) as failed:
+                await pyotp.rpc.call(hung.name, h.whoami, timeout=1)
+            rpc_took = time.monotonic() - t0
+            t0 = time.monotonic()
+            result = await gen_server.multi_call([hung.name], "kv", "x", timeout=1)
+            mc_took = time.monotonic() - t0
+            with pytest.raises(pyotp.Timeout):  # nothing late lands in the mailbox
+                await pyotp.receive(timeout=6)
+            return failed.value.reason, rpc_took, result, mc_took
+
+        reason, rpc_took, result, mc_took = run_node(main)
+    # the connection handshake alone would wait 5 s for an answer
+    assert reason == ("badrpc", "timeout") and rpc_took < 4
+    assert result == ([], [hung.name]) and mc_took < 4
+
+
+def test_a_node_whose_port_is_closed_is_down_at_once():
+    ghost = f"ghost@127.0.0.1:{free_port()}"
+
+    async def main():
+        t0 = time.monotonic()
+        connected = await pyotp.net.connect(ghost)
+        connect_took = time.monotonic() - t0
+        t0 = time.monotonic()
+        with pytest.raises(pyotp.OtpError) as failed:
+            await pyotp.rpc.call(ghost, h.whoami, timeout=None)
+        rpc_took = time.monotonic() - t0
+        return connected, connect_took, failed.value.reason, rpc_took
+
+    connected, connect_took, reason, rpc_took = run_node(main)
+    # a refused TCP connect is final (the handshake would otherwise wait 5 s)
+    assert connected is False and connect_took < 2
+    assert reason == ("badrpc", "nodedown") and rpc_took < 2

@@ -243,6 +243,8 @@ def test_start_rejects_a_class_that_is_not_a_gen_server():
 def test_calls_outside_a_process_raise_not_in_process():
     with pytest.raises(pyotp.NotInProcess):
         gen_server.cast("x", "y")
+    with pytest.raises(pyotp.NotInProcess):
+        gen_server.abcast(["b@127.0.0.1"], "x", "y")
 
 
 def test_a_gen_server_instance_may_be_started_and_defaults_apply(caplog):
@@ -687,7 +689,7 @@ def test_multi_call_and_abcast_reach_servers_on_other_nodes(peer):
             assert await pyotp.net.connect(n)
         await gen_server.start(h.Casted, None, name="mcr")
         await pyotp.rpc.call(b.name, h.start_casted, "mcr", timeout=T)
-        ghost = f"ghost@127.0.0.1:{free_port()}"  # not connected: a bad node at once
+        ghost = f"ghost@127.0.0.1:{free_port()}"  # refuses connections: a bad node
         here = pyotp.node()
         gen_server.abcast(None, "mcr", "hi")
         gen_server.abcast([ghost], "mcr", "lost")

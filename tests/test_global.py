@@ -25,6 +25,13 @@ def run_node(main, *args, ticktime=1.0, cookie=COOKIE):
 # --------------------------------------------------------------------- one node
 
 
+def test_whereis_name_and_send_from_plain_code_raise_not_in_process():
+    with pytest.raises(pyotp.NotInProcess):
+        global_.whereis_name("svc")
+    with pytest.raises(pyotp.NotInProcess):
+        global_.send("svc", "hello")
+
+
 def test_a_name_is_registered_found_and_unregistered_on_a_lone_node():
     """Ports global_SUITE:names (the single-node part)."""
 
@@ -34,7 +41,9 @@ def test_a_name_is_registered_found_and_unregistered_on_a_lone_node():
         assert global_.whereis_name("svc") == pid
         other = pyotp.spawn(h.idle)
         assert await global_.register_name("svc", other) is False  # taken
-        assert await global_.register_name("svc2", pid) is True  # a pid may hold two names
+        assert await global_.register_name("svc", pid) is False  # taken, even by that pid
+        assert await global_.register_name("svc2", pid) is False  # a pid holds one name
+        assert global_.whereis_name("svc2") is None
         await global_.unregister_name("svc")
         assert global_.whereis_name("svc") is None
         assert await global_.register_name("svc", other) is True
@@ -144,6 +153,46 @@ async def _register_local_and_report(parent, name):
 
 async def _register_remote_and_report(parent, node, name):
     pid, ok = await pyotp.rpc.call(node, h.global_register_idle, name, timeout=T)
+    pyotp.send(parent, ("registered", name, pid, ok))
+
+
+def test_a_taken_name_or_an_already_named_pid_is_refused_from_any_node(peer):
+    """Erlang's global: `no` for a taken name (even by its own pid) and for a pid that
+    already has a name; of two racing registrations of one pid under two names, one wins."""
+    b = peer()
+
+    async def main():
+        assert await pyotp.net.connect(b.name)
+        pid = pyotp.spawn(h.idle)
+        assert await global_.register_name("first", pid)
+        refused = [
+            await pyotp.rpc.call(b.name, h.global_register, "first", pid, timeout=T),
+            await pyotp.rpc.call(b.name, h.global_register, "second", pid, timeout=T),
+        ]
+        me = pyotp.self()
+        results = []
+        for round_ in range(3):
+            racer = pyotp.spawn(h.idle)
+            names = (f"here{round_}", f"there{round_}")
+            pyotp.spawn(_register_pid_and_report, me, None, names[0], racer)
+            pyotp.spawn(_register_pid_and_report, me, b.name, names[1], racer)
+            got = [await pyotp.receive(("registered", ANY, racer, ANY), timeout=T)
+                   for _ in range(2)]
+            winners = [g[1] for g in got if g[3]]
+            on_b = [await pyotp.rpc.call(b.name, h.global_whereis, n, timeout=T)
+                    for n in names]
+            results.append((len(winners), sorted(map(str, on_b)) == sorted(
+                [str(racer), "None"])))
+        return refused, global_.whereis_name("second"), results
+
+    assert run_node(main) == ([False, False], None, [(1, True)] * 3)
+
+
+async def _register_pid_and_report(parent, node, name, pid):
+    if node is None:
+        ok = await global_.register_name(name, pid)
+    else:
+        ok = await pyotp.rpc.call(node, h.global_register, name, pid, timeout=T)
     pyotp.send(parent, ("registered", name, pid, ok))
 
 

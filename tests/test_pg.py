@@ -24,6 +24,12 @@ def run_node(main, *args, ticktime=1.0, cookie=COOKIE):
 # --------------------------------------------------------------------- one node
 
 
+def test_reads_from_plain_code_raise_not_in_process():
+    for read in (pg.get_members, pg.get_local_members, pg.which_groups):
+        with pytest.raises(pyotp.NotInProcess):
+            read("g")
+
+
 def test_join_leave_and_get_members_on_one_node():
     """Ports pg_SUITE:single."""
 
@@ -127,6 +133,29 @@ def test_members_joined_on_either_node_are_seen_on_both(peer):
     assert run_node(main) == (True, True, True, True)
 
 
+def test_a_first_join_is_seen_at_once_on_nodes_whose_scope_server_was_not_met_yet(peer):
+    """pg's promise: join returns once every connected node's scope server applied it,
+    also right after a connection, before discovery met that node's server (or started
+    it there)."""
+    b, c = peer("b"), peer("c")
+
+    async def main():
+        assert await pyotp.net.connect(b.name)
+        first = pyotp.spawn(h.idle)
+        await pg.join("g", first)
+        on_b = await pyotp.rpc.call(b.name, h.pg_members, "g", timeout=T)
+        assert await pyotp.net.connect(c.name)
+        second = pyotp.spawn(h.idle)
+        await pg.join("g", second)
+        on_c = await pyotp.rpc.call(c.name, h.pg_members, "g", timeout=T)
+        fresh = pyotp.spawn(h.idle)
+        await pg.join("x", fresh, scope="fresh")
+        on_b_fresh = await pyotp.rpc.call(b.name, h.pg_members, "x", "fresh", timeout=T)
+        return (on_b == [first], on_c == sorted([first, second]), on_b_fresh == [fresh])
+
+    assert run_node(main) == (True, True, True)
+
+
 def test_a_remote_pid_joins_through_its_own_node(peer):
     """Ports pg_SUITE:dyn_distribution (membership owned by the member's node)."""
     b = peer()
@@ -188,7 +217,10 @@ def test_scopes_are_isolated_across_nodes(peer):
     async def main():
         assert await pyotp.net.connect(b.name)
         theirs = await pyotp.rpc.call(b.name, h.pg_join_idle, "g", "blue", timeout=T)
-        await pg.start("blue")  # a starts its side of the scope after b has members
+        try:  # b's join started the scope here already (every node it meets runs it)
+            await pg.start("blue")
+        except pyotp.StartError as e:
+            assert e.reason[0] == "already_started"
         ref, members = pg.monitor("g", scope="blue")
         if not members:  # discovery is under way: the sync brings b's member
             await pyotp.receive((ref, "join", "g", ANY), timeout=T)

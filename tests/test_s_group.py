@@ -56,6 +56,11 @@ def test_names_in_an_s_group_are_seen_by_members_and_freed_on_exit(peer):
         pid = pyotp.spawn(idle)
         assert await s_group.register_name("g", "svc", pid) is True
         assert await s_group.register_name("g", "svc", pyotp.self()) is False
+        assert await s_group.register_name("g", "svc", pid) is False  # even by that pid
+        assert await s_group.register_name("g", "svc2", pid) is False  # pid has a name
+        assert await pyotp.rpc.call(b.name, s_group.register_name, "g", "svc3", pid,
+                                    timeout=T) is False
+        assert await s_group.whereis_name("g", "svc2") is None
         assert await s_group.whereis_name("g", "svc") == pid
         there = await pyotp.rpc.call(b.name, s_group.whereis_name, "g", "svc", timeout=T)
         with pytest.raises(pyotp.BadArg):
