@@ -15,6 +15,12 @@ application master:
                          │  transient (abnormal) / permanent → the node goes down
     caller ── stop ───▶ master: prep_stop → exit(top, "shutdown") → wait → stop(state)
 
+Distributed applications: an application named in the kernel `distributed` parameter whose
+priority list names this node is placed by the node's coordinator (`pyotp._dist_ac`,
+Erlang's dist_ac): it runs on one node of the list at a time, fails over after its timeout
+when that node goes down, and is taken over by a better node that starts it; on the other
+nodes it is started but not running (left out of `which_applications`, as in Erlang).
+
 The env of an application is its `App.env` overridden by the node config
 (`pyotp.run(config=...)`: one table per application, as in Erlang's sys.config).
 Reports go to the logger `pyotp.application`.
