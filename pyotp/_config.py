@@ -66,13 +66,15 @@ def load(config: str | os.PathLike | dict[str, Any] | None) -> dict[str, dict[st
 class Node:
     """Internal: what the running node was booted with."""
 
-    __slots__ = ("attributes", "config", "halted", "main")
+    __slots__ = ("attributes", "config", "dist_ac", "dist_specs", "halted", "main")
 
     def __init__(self, config: dict[str, dict[str, Any]]) -> None:
         self.config = config
         self.attributes: dict[str, Any] = {}  # run(attributes=...), for placement
         self.main: Pid | None = None  # the first process; its end means "node stopping"
         self.halted: Any = None  # the reason the node was taken down, if it was
+        self.dist_ac: Pid | None = None  # the distributed-applications coordinator
+        self.dist_specs: dict[str, Any] = {}  # kernel `distributed`, by application name
 
 
 _node: Node | None = None

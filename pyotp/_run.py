@@ -26,7 +26,7 @@ from schedulers._pool import Pool
 from transport import BadArg, OtpError, ProcessCrash
 from transport._cookie import resolve_cookie, validate_cookie
 
-from . import _config
+from . import _config, _dist_ac
 
 __all__ = ["run"]
 
@@ -82,6 +82,8 @@ def run(
     cfg = _config.load(config)
     _max_message_size(cfg)  # kernel settings refused by name before anything boots
     _busy_wait(cfg)
+    _dist_ac.parse(cfg)
+    _dist_ac.sync_settings(cfg)
     if get() is not None:
         raise OtpError("already_running", "pyotp.run: a node is already running in this process")
     # Green processes allocate many small long-lived objects (process, pid, task, mailbox);
@@ -152,6 +154,7 @@ async def _boot(
             await pool.start()
         if control is not None:
             await control.start()
+            await _kernel_boot(sched, cfg)
         pid = sched.spawn(main, args, None)
         main_serial = pid.serial
         node.main = pid
@@ -184,6 +187,31 @@ async def _boot(
             monitor.stop()
             _config.stop()
             set_current(None)
+
+
+async def _kernel_boot(sched: Scheduler, cfg: dict) -> None:
+    """Start the distributed-applications coordinator and sync with the sync_nodes_* nodes
+    (a process of its own, as both talk to other nodes) before `main` runs."""
+    specs = _dist_ac.parse(cfg)
+    mandatory, optional, timeout = _dist_ac.sync_settings(cfg)
+    if not specs and timeout is None:
+        return
+    proc = sched.spawn(_dist_ac.boot, (specs, mandatory, optional, timeout), None)._proc
+    try:
+        missing = await proc.task
+    except asyncio.CancelledError:
+        if proc.reason is None:
+            raise
+        missing = None
+    if proc.reason != "normal":
+        raise OtpError(("kernel_boot_failed", proc.reason),
+                       f"pyotp.run: the node's kernel boot step failed: {proc.reason}")
+    if missing:
+        raise OtpError(
+            ("sync_nodes_mandatory", missing),
+            f"pyotp.run: the mandatory nodes {missing} (kernel sync_nodes_mandatory) were "
+            f"not up within sync_nodes_timeout; the node does not boot",
+        )
 
 
 def _busy_wait(cfg: dict) -> float | None:

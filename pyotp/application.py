@@ -15,6 +15,12 @@ application master:
                          │  transient (abnormal) / permanent → the node goes down
     caller ── stop ───▶ master: prep_stop → exit(top, "shutdown") → wait → stop(state)
 
+Distributed applications: an application named in the kernel `distributed` parameter whose
+priority list names this node is placed by the node's coordinator (`pyotp._dist_ac`,
+Erlang's dist_ac): it runs on one node of the list at a time, fails over after its timeout
+when that node goes down, and is taken over by a better node that starts it; on the other
+nodes it is started but not running (left out of `which_applications`, as in Erlang).
+
 The env of an application is its `App.env` overridden by the node config
 (`pyotp.run(config=...)`: one table per application, as in Erlang's sys.config).
 Reports go to the logger `pyotp.application`.
@@ -29,7 +35,7 @@ from typing import Any
 from schedulers import current_process, get, receive_matching
 from transport import BadArg, CallExit, Crash, Exit, NotInProcess, OtpError, Pid, StartError
 
-from . import _api, _config, _gen
+from . import _api, _config, _dist_ac, _gen
 
 __all__ = [
     "App",
@@ -166,13 +172,15 @@ class App:
 class _Running:
     """Internal: a started (or starting) application."""
 
-    __slots__ = ("master", "type", "ready", "waiters")
+    __slots__ = ("dist", "master", "ready", "standby", "type", "waiters")
 
     def __init__(self, type_: str) -> None:
         self.master: Pid | None = None  # None for a library application
         self.type = type_
         self.ready = False  # False while its master is still in Application.start
         self.waiters: list[Pid] = []  # ensure_all_started callers waiting for the start
+        self.dist = False  # a distributed application: "$dist_ac" decides where it runs
+        self.standby = False  # distributed, started here but running on another node
 
 
 class _Table:
@@ -301,7 +309,7 @@ def which_applications() -> list[tuple[str, str, str]]:
     tab = _tab("application.which_applications()")
     out = []
     for name, r in tab.running.items():
-        if r.ready:
+        if r.ready and not r.standby:  # as Erlang: not one that runs on another node
             a = tab.loaded[name]
             out.append((a.name, a.description, a.vsn))
     out.reverse()
@@ -354,16 +362,43 @@ async def start(name_or_app: str | App, type: str = "temporary") -> None:
 
 
 async def takeover(name_or_app: str | App, type: str = "temporary") -> None:
-    """Take an application over: start it with start type `("takeover", node())`.
+    """Move a distributed application to this node.
 
-    On one node this behaves like `start` with that start type, so `Application.start`
-    can tell a takeover apart. Moving a running application from another node (stopping it
-    there once it runs here) arrives with distribution.
+    Behind the scenes (an application of the kernel `distributed` parameter whose list
+    names this node):
+    1. This node asks the other nodes of the list which one runs the application.
+    2. It starts the application here with start type `("takeover", old_node)`.
+    3. Once that start has returned, the old node stops its instance (prep_stop, the tree,
+       stop) and stays a participant; this node becomes one if it was not.
+
+    Any other application (or a node that is not distributed) is started here as by
+    `start`, with start type `("takeover", node())`, so `Application.start` can tell a
+    takeover apart.
 
     Raises:
-        OtpError: as for `start`.
+        OtpError: as for `start`; `("already_running_locally", name)` when the distributed
+            application runs on this node already; `("not_running_distributed", name)`
+            when it runs on no other node.
     """
+    tab = _tab("application.takeover()")
+    app = _resolve(tab, name_or_app, "application.takeover")
+    entry = tab.running.get(app.name)
+    if entry is not None and entry.dist and entry.ready:
+        current_process("application.takeover()")
+        _check_type(type, "application.takeover")
+        coord = _dist_ac.coordinator_for(app.name)
+        if coord is not None:
+            entry.type = type
+            reply = await _gen.call(coord, ("takeover", app.name), None,
+                                    what="application.takeover")
+            _raise_if_error(reply)
+            return
     await _start(name_or_app, type, ("takeover", _api.node()), "application.takeover")
+
+
+def _raise_if_error(reply: Any) -> None:
+    if type(reply) is tuple and len(reply) == 3 and reply[0] == "error":
+        raise OtpError(reply[1], reply[2])
 
 
 async def _start(name_or_app: Any, type_: Any, start_type: Any, what: str) -> None:
@@ -383,8 +418,15 @@ async def _start(name_or_app: Any, type_: Any, start_type: Any, what: str) -> No
                 "(start it first, or use application.ensure_all_started)",
             )
     entry = tab.running[name] = _Running(type_)
+    coord = _dist_ac.coordinator_for(name) if app.mod is not None else None
     try:
-        if app.mod is not None:
+        if coord is not None:
+            # Distributed: the coordinator decides where it runs (here, or elsewhere and
+            # this node stands by) and starts it here itself when it is this node.
+            entry.dist = True
+            op = "takeover" if start_type != "normal" else "start"
+            _raise_if_error(await _gen.call(coord, (op, name), None, what=what))
+        elif app.mod is not None:
             try:
                 entry.master = await _gen.start(
                     _master, (app, start_type, tab, entry),
@@ -504,14 +546,72 @@ async def stop(name: str) -> None:
     entry = tab.running.get(name)
     if entry is None or not entry.ready:
         raise OtpError(("not_started", name), f"application.stop: {name!r} is not started")
+    if entry.dist:
+        coord = _dist_ac.coordinator_for(name)
+        if coord is not None:
+            # Where it runs, the others hear it is stopped (and do not fail over); where
+            # it stands by, this node only stops taking part.
+            await _gen.call(coord, ("stop", name), None, what="application.stop")
+            return
+    await _stop_here(tab, name, entry)
+
+
+async def _stop_here(tab: _Table, name: str, entry: _Running) -> None:
     if entry.master is None:
-        del tab.running[name]
+        if tab.running.get(name) is entry:
+            del tab.running[name]
         _report(name, "stopped", entry.type)
         return
     try:
         await _gen.call(entry.master, "$app_stop", None, what="application.stop")
     except CallExit:
         pass  # its tree died just before the request: it is stopped all the same
+
+
+# --------------------------------------------------------------------- for _dist_ac
+# The coordinator of distributed applications ("$dist_ac") runs these on this node.
+
+
+async def _dist_run(name: str, start_type: Any) -> None:
+    """Internal: start the (standing-by or starting) distributed `name` on this node."""
+    tab = _tab("application")
+    app, entry = tab.loaded[name], tab.running[name]
+    if entry.master is not None:
+        return
+    entry.master = await _gen.start(
+        _master, (app, start_type, tab, entry),
+        link=False, spawn_opts={"trap_exit": True}, what="application.start",
+    )
+    entry.standby = False
+    log.info("application %r runs here (start type %r)", name, start_type)
+
+
+def _dist_mark_standby(name: str) -> None:
+    """Internal: `name` is started here but runs on another node."""
+    entry = _tab("application").running.get(name)
+    if entry is not None:
+        entry.standby = True
+
+
+async def _dist_move_away(name: str) -> None:
+    """Internal: stop the local instance of `name` (it runs elsewhere now); keep it started."""
+    entry = _tab("application").running.get(name)
+    if entry is None or entry.master is None:
+        return
+    master, entry.master = entry.master, None
+    entry.standby = True
+    try:
+        await _gen.call(master, "$app_move", None, what="application takeover")
+    except CallExit:
+        pass  # its tree died just before: stopped all the same
+
+
+async def _dist_stop(name: str) -> None:
+    """Internal: `application.stop` of a distributed application, on this node."""
+    tab = _tab("application")
+    entry = tab.running.get(name)
+    if entry is not None:
+        await _stop_here(tab, name, entry)
 
 
 # --------------------------------------------------------------------- the application master
@@ -564,6 +664,10 @@ async def _master(starter: Any, app: App, start_type: Any, tab: _Table, entry: _
             # The tree died on its own: stop callbacks, then its restart type decides.
             reason = msg[2]
             await _stop_callbacks(app, inst, state)
+            if entry.dist and entry.master == me.pid:
+                coord = _dist_ac.coordinator_for(app.name)
+                if coord is not None:  # it is stopped on every node, as in Erlang
+                    _api.send(coord, ("$dac_local_down", app.name))
             _terminated(tab, entry, app.name, reason)
             raise Exit(reason)
         if msg[0] == "EXIT":
@@ -575,13 +679,16 @@ async def _master(starter: Any, app: App, start_type: Any, tab: _Table, entry: _
             await _stop_callbacks(app, inst, state, prep=False)
             _terminated(tab, entry, app.name, reason)
             raise Exit(reason)
-        if msg[0] == "$gen_call" and msg[2] == "$app_stop":
+        if msg[0] == "$gen_call" and msg[2] in ("$app_stop", "$app_move"):
             state = await _prep_stop(app, inst, state)
             await _shutdown_top(me, top, "shutdown")
             await _stop_callbacks(app, inst, state, prep=False)
-            if tab.running.get(app.name) is entry:
-                del tab.running[app.name]
-            _report(app.name, "stopped", entry.type)
+            if msg[2] == "$app_stop":
+                if tab.running.get(app.name) is entry:
+                    del tab.running[app.name]
+                _report(app.name, "stopped", entry.type)
+            else:  # taken over by another node: still started here, standing by
+                log.info("application %r stopped here: it runs on another node now", app.name)
             _gen.reply(msg[1], None)
             return
         if msg[0] == "$gen_call":

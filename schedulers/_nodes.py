@@ -178,6 +178,8 @@ class NodeControl:
         for conn in self.conns.values():
             if conn.dealer is not None:
                 self._close_dealer(conn.dealer)
+        for dealer in list(self.dealer_waiters):  # handshakes cut short by the cancel
+            self._close_dealer(dealer)
         self.sock.close(linger=200)
         if self.registered:
             try:
