@@ -58,7 +58,6 @@ __all__ = ["NAME", "Spec", "boot", "coordinator_for", "parse", "sync_settings"]
 NAME = "$dist_ac"
 _ASK_TIMEOUT = 3.0  # seconds a coordinator waits for the others' status
 _RECHECK = 0.5  # seconds between looks while no node is known to run the application
-_DIAL_GRACE = 2.0  # seconds the greater-named of two syncing nodes waits before dialling
 
 log = logging.getLogger("pyotp.application")
 
@@ -178,10 +177,7 @@ async def boot(specs: dict[str, Spec], mandatory: list[str], optional: list[str]
     if not want:
         return []
     deadline = time.monotonic() + timeout
-    # Two nodes dialling each other at the same instant can leave both connections half
-    # up (the node control has no tie-break for crossing handshakes yet), so the node with
-    # the greater name lets the other dial first and dials itself only after a grace.
-    dialers = [_api.spawn(_dial, n, deadline, 0.0 if me < n else _DIAL_GRACE) for n in want]
+    dialers = [_api.spawn(_dial, n, deadline) for n in want]
     try:
         while True:
             up = set(_api.nodes())
@@ -206,12 +202,7 @@ async def _api_receive(pattern: Any, timeout: float) -> Any:
     return await receive(pattern, timeout=timeout)
 
 
-async def _dial(node: str, deadline: float, grace: float) -> None:
-    if grace:
-        try:
-            await _api_receive(("$never",), grace)
-        except Timeout:
-            pass
+async def _dial(node: str, deadline: float) -> None:
     while time.monotonic() < deadline:
         if node in _api.nodes() or await net.connect(node):
             return

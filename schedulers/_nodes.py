@@ -113,6 +113,20 @@ class _Conn:
         self.introduced = False  # we dialled it because a third node introduced it
 
 
+class _Crossed(Exception):
+    """Internal: our dial gave way to one the peer made at the same time."""
+
+
+_CROSSED = object()  # put in a dialling handshake's queue to make it give way
+
+
+async def _next(queue: asyncio.Queue) -> Any:
+    reply = await asyncio.wait_for(queue.get(), _HANDSHAKE_TIMEOUT)
+    if reply is _CROSSED:
+        raise _Crossed()
+    return reply
+
+
 class NodeControl:
     """Internal: the distribution side of scheduler 0."""
 
@@ -130,6 +144,7 @@ class NodeControl:
         self.connecting: dict[str, asyncio.Future] = {}
         self.accepting: dict[bytes, H.Acceptor] = {}
         self.dealer_waiters: dict[Any, asyncio.Queue] = {}
+        self.dialling: dict[str, Any] = {}  # node -> the dealer of our handshake in flight
         self.next_slot = 1
         self.registered = False
         self.ports: NodePorts | None = None
@@ -219,8 +234,23 @@ class NodeControl:
         if fut is None:
             fut = self.loop.create_future()
             self.connecting[node] = fut
+            if conn is not None:
+                # It dialled us and the handshake is done; its Info is on the way. Wait
+                # for that rather than dial across it.
+                return await self._await_up(node, fut)
             self._spawn(self._dial(node, fut, introduced))
         return await asyncio.shield(fut)
+
+    async def _await_up(self, node: str, fut: asyncio.Future) -> bool:
+        """Wait for `node` to come up over a connection it dialled; False after a while."""
+        try:
+            return await asyncio.wait_for(asyncio.shield(fut), _HANDSHAKE_TIMEOUT)
+        except TimeoutError:
+            if self.connecting.get(node) is fut:
+                del self.connecting[node]
+            if not fut.done():
+                fut.set_result(False)
+            return False
 
     async def _dial(self, node: str, fut: asyncio.Future, introduced: bool) -> None:
         ok = False
@@ -257,23 +287,33 @@ class NodeControl:
                         exc or "no answer")
             return False
         probe.transport.abort()
+        if node in self.conns and self.conns[node].identity is not None:
+            # It dialled us while we looked it up: take that connection (see _accept_step).
+            fut = self.connecting.get(node)
+            return fut is not None and await self._await_up(node, fut)
         dealer = self.ctx.socket(zmq.DEALER)
         dealer.setsockopt(zmq.LINGER, 0)
         dealer.setsockopt(zmq.MAXMSGSIZE, _MAX_CONTROL)
         dealer.connect(f"tcp://{host}:{port}")
         queue: asyncio.Queue = asyncio.Queue()
         self.dealer_waiters[dealer] = queue
+        self.dialling[node] = dealer
         self.loop.add_reader(dealer.getsockopt(zmq.FD), self._dealer_readable, dealer)
         initiator = H.Initiator(self.cookie, self.name, self.sched.creation, expect=node)
         address = f"{host}:{port}"
         try:
             self._send(dealer, [H.encode_message(initiator.hello())])
-            reply = await asyncio.wait_for(queue.get(), _HANDSHAKE_TIMEOUT)
+            reply = await _next(queue)
             ack = initiator.on_challenge(H.decode_message(reply[-1]))
             self._send(dealer, [H.encode_message(ack)])
-            reply = await asyncio.wait_for(queue.get(), _HANDSHAKE_TIMEOUT)
+            reply = await _next(queue)
             initiator.on_ack(H.decode_message(reply[-1]))
+        except _Crossed:
+            return await self._crossed(node, dealer)
         except H.HandshakeError as exc:
+            if exc.reason == ("refused", "crossing"):
+                return await self._crossed(node, dealer)
+            self._end_dial(node, dealer)
             refused = exc.refused() if hasattr(exc, "refused") else None
             if refused is not None:
                 self._send(dealer, [H.encode_message(refused)])
@@ -282,8 +322,10 @@ class NodeControl:
             return False
         except (TimeoutError, CodecError) as exc:
             log.warning("connecting to %s at %s: no valid answer (%s)", node, address, exc)
+            self._end_dial(node, dealer)
             self._close_dealer(dealer)
             return False
+        self._end_dial(node, dealer)
         existing = self.conns.get(node)
         if existing is not None and existing.info is not None:
             self._close_dealer(dealer)  # they dialled us meanwhile and that one is up
@@ -306,6 +348,19 @@ class NodeControl:
             log.warning("connecting to %s: no Info after the handshake", node)
             self._node_down(node)
             return False
+
+    def _end_dial(self, node: str, dealer: Any) -> None:
+        if self.dialling.get(node) is dealer:
+            del self.dialling[node]
+
+    async def _crossed(self, node: str, dealer: Any) -> bool:
+        """Our dial crossed one from `node` and lost the tie-break (see _accept_step): drop
+        it, and wait for `node` to come up over its own dial."""
+        self._end_dial(node, dealer)
+        self._close_dealer(dealer)
+        log.debug("connecting to %s: crossed its own dial, which is kept", node)
+        fut = self.connecting.get(node)
+        return fut is not None and await self._await_up(node, fut)
 
     def _close_dealer(self, dealer: Any) -> None:
         self.dealer_waiters.pop(dealer, None)
@@ -385,6 +440,23 @@ class NodeControl:
         del self.accepting[identity]
         node = acceptor.peer_name
         old = self.conns.get(node)
+        pending = self.connecting.get(node)
+        if pending is not None and not pending.done() and (old is None or old.info is None):
+            # Both nodes dialled at once. Both sides keep the dial of the node whose name
+            # sorts first, as Erlang's tie-break does: else each would keep a different one.
+            if self.name < node:
+                self._send(self.sock, [identity, H.encode_message(H.Refused("crossing"))])
+                return  # ours wins: the peer waits for it (see _crossed)
+            mine = self.dialling.pop(node, None)
+            if mine is not None:
+                queue = self.dealer_waiters.get(mine)
+                if queue is not None:
+                    queue.put_nowait(_CROSSED)  # its handshake gives way (see _crossed)
+            if old is not None:  # ours got through the handshake but never came up
+                del self.conns[node]
+                if old.dealer is not None:
+                    self._close_dealer(old.dealer)
+            old = None
         if old is not None:
             self._node_down(node)  # a reconnect (maybe a new incarnation) replaces it
         conn = _Conn(node, acceptor.peer_session, acceptor.session)

@@ -8,8 +8,10 @@ server), prints "ready", and runs until killed.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
+import time
 
 import pyotp
 from pyotp import gen_server
@@ -122,6 +124,21 @@ async def s_group_whereis(group, name):
 
 async def s_group_own():
     return await pyotp.s_group.own_s_groups()
+
+
+async def connect_at(other, when):
+    """Drop any connection to `other`, then dial it at wall-clock `when` (the other side
+    dials back at the same instant); return (connect result, whether a call went through)."""
+    pyotp.net.disconnect(other)
+    while other in pyotp.nodes():
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(max(0.0, when - time.time()))
+    ok = await pyotp.net.connect(other)
+    try:
+        through = await pyotp.rpc.call(other, pyotp.node, timeout=5) == other
+    except Exception:
+        through = False
+    return ok, through
 
 
 async def spawn_idle():

@@ -402,3 +402,33 @@ def test_a_node_whose_port_is_closed_is_down_at_once():
     # a refused TCP connect is final (the handshake would otherwise wait 5 s)
     assert connected is False and connect_took < 2
     assert reason == ("badrpc", "nodedown") and rpc_took < 2
+
+
+async def _dial_side(parent, here, there, when):
+    r = await pyotp.rpc.call(here, h.connect_at, there, when, timeout=3 * T)
+    pyotp.send(parent, ("side", here, r))
+
+
+def test_two_nodes_dialling_each_other_at_once_end_with_one_working_connection(peer):
+    """Erlang's tie-break for crossing handshakes: both sides keep the same connection (the
+    dial of the node whose name sorts first). Without it each kept a different, half-open
+    one. Several rounds, each a fresh crossing dial at one wall-clock instant."""
+    b, c = peer("b"), peer("c")
+
+    async def main():
+        for node in (b.name, c.name):
+            assert await pyotp.net.connect(node)
+        results = []
+        for _ in range(5):
+            when = time.time() + 0.3
+            mine = pyotp.self()
+
+            for here, there in ((b.name, c.name), (c.name, b.name)):
+                pyotp.spawn(_dial_side, mine, here, there, when)
+            for _ in range(2):
+                results.append(await pyotp.receive(("side", ANY, ANY), timeout=4 * T))
+        return results
+
+    results = run_node(main)
+    assert len(results) == 10
+    assert all(r[2] == (True, True) for r in results), results
