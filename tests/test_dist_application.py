@@ -164,10 +164,9 @@ def test_a_killed_runner_fails_over_to_the_next_node_after_the_timeout(cluster):
     killed_at, seen = watch(main)
     start = [e for e in seen[n2][1] if e[0] == "start"][-1]
     assert start[1] == ("failover", n1)
-    # Started after the kill. Not asserted: "not before kill + timeout" -- a spurious
-    # nodedown of n1 seen by n2 earlier (crossing handshakes of transitive connects) can
-    # leave a failover timer that fires just after the kill, so that bound flakes here.
-    assert start[2] > killed_at
+    # Not before the failover timeout (1 s) has run from the kill (a lower bound only: a
+    # loaded machine can only make it later). 0.1 s of slack for the two nodes' clocks.
+    assert start[2] >= killed_at + 0.9
     assert [e for e in seen[n3][1] if e[0] == "start" and e[2] > killed_at] == []
 
 
