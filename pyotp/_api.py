@@ -16,7 +16,8 @@ from schedulers._info import info_of
 from schedulers._load import SchedulerStatistics, choose_scheduler
 from schedulers._process import _counts as _parked
 from schedulers._process import _current
-from transport import BadArg, Exit, NotInProcess, Pid, Ref, Timeout
+from transport import BadArg, CallTimeout, Exit, NotInProcess, Pid, Ref, Timeout
+from transport._codec import to_wire
 
 __all__ = [
     "cancel_timer",
@@ -186,10 +187,11 @@ def spawn_monitor(fn: Callable[..., Any], *args: Any, **opts: Any) -> tuple[Pid,
 def send(dest: Pid | str | tuple[str, str], msg: Any) -> Any:
     """Send `msg` to `dest` (a pid, a registered name, or `(name, node)`); return `msg`.
 
-    Sending to a dead pid drops the message silently, as in Erlang.
+    Sending to a dead pid, or to `(name, node)` that nobody holds (this node included),
+    drops the message silently, as in Erlang.
 
     Raises:
-        BadArg: `dest` is a name nobody has registered, or not a pid/name/(name, node).
+        BadArg: `dest` is a bare name nobody has registered, or not a pid/name/(name, node).
         NotSerializable: `msg` is not a term and would cross a scheduler or node.
     """
     if type(dest) is Pid:
@@ -239,7 +241,8 @@ def _send_named(dest: Any, msg: Any) -> Any:
         if node_name == sched.node:
             pid = sched.names.get(name)
             if pid is None:
-                raise BadArg(f"send: no process is registered as {name!r}", "badarg")
+                to_wire(msg)  # still refuse a non-term, as for any (name, node)
+                return msg  # Erlang: {Name, node()} ! Msg to nobody is dropped, no badarg
             return send(pid, msg)
         if sched.router is not None:
             sched.router.send_named(node_name, name, msg)
@@ -339,45 +342,71 @@ def _check_name(name: Any, what: str) -> None:
         raise BadArg(f"{what}: the name 'undefined' is reserved")
 
 
-async def register(name: str, pid: Pid) -> None:
+_WAIT = 10.0  # default seconds the node-wide calls below wait on another scheduler
+
+
+def _check_wait(timeout: Any, what: str) -> None:
+    if timeout is not None and (type(timeout) not in (int, float) or timeout < 0):
+        raise BadArg(f"{what}: timeout must be None or seconds >= 0, got {timeout!r}")
+
+
+def _answer(result: Any, what: str, timeout: float | None) -> Any:
+    """The value of a `_scheduler_call` result; CallTimeout when none came in time."""
+    if result == ("error", "timeout"):
+        raise CallTimeout("timeout", f"{what}: no answer from the scheduler in {timeout} s")
+    return result
+
+
+async def register(name: str, pid: Pid, timeout: float | None = _WAIT) -> bool:
     """Register `name` for `pid`, node-wide: once this returns, every scheduler sees it.
+
+    Returns True (Erlang's `true`).
 
     Raises:
         BadArg: the name is taken, `pid` is dead, or `pid` already has a name.
+        CallTimeout: the registrar (scheduler 0) did not answer within `timeout` seconds.
     """
     proc = current_process("pyotp.register()")
     _check_name(name, "register")
     _check_pid(pid, "register")
+    _check_wait(timeout, "register")
     sched = get()
     if sched.router is None:
         sched.register(name, pid)
-        return
-    result = await _scheduler_call(proc, 0, "register", (name, pid))
+        return True
+    result = _answer(await _scheduler_call(proc, 0, "register", (name, pid), timeout),
+                     "register", timeout)
     if result[0] != "ok":
         raise BadArg(f"register: {result[1]}", "badarg")
+    return True
 
 
-async def unregister(name: str) -> None:
+async def unregister(name: str, timeout: float | None = _WAIT) -> None:
     """Remove the registered `name`, node-wide.
 
     Raises:
         BadArg: nobody holds `name`.
+        CallTimeout: the registrar (scheduler 0) did not answer within `timeout` seconds.
     """
     proc = current_process("pyotp.unregister()")
     _check_name(name, "unregister")
+    _check_wait(timeout, "unregister")
     sched = get()
     if sched.router is None:
         sched.unregister(name)
         return
-    result = await _scheduler_call(proc, 0, "unregister", name)
+    result = _answer(await _scheduler_call(proc, 0, "unregister", name, timeout),
+                     "unregister", timeout)
     if result[0] != "ok":
         raise BadArg(f"unregister: {result[1]}", "badarg")
 
 
 async def _scheduler_call(
-    proc: Any, peer: int, op: str, args: Any, timeout: float = 10.0, node: str | None = None
+    proc: Any, peer: int, op: str, args: Any, timeout: float | None = _WAIT,
+    node: str | None = None,
 ) -> Any:
-    """Ask scheduler `peer` (of `node`) to run `op`; return ("ok", x) / ("error", why)."""
+    """Ask scheduler `peer` (of `node`) to run `op`; return ("ok", x) / ("error", why), or
+    ("error", "timeout") when no answer came within `timeout` seconds (None: no limit)."""
     sched = get()
     tag = sched.make_ref()
     proc.marker_ref = tag
@@ -390,7 +419,7 @@ async def _scheduler_call(
     try:
         msg = await receive_matching(proc, is_answer, timeout, (tag,))
     except Timeout:
-        return ("error", "noconnection")
+        return ("error", "timeout")
     return msg[1]
 
 
@@ -429,11 +458,20 @@ def send_after(seconds: float, dest: Pid | str | tuple[str, str], msg: Any) -> R
     """Send `msg` to `dest` after `seconds`; return a timer ref for `cancel_timer`.
 
     Raises:
-        BadArg: `seconds` is not a number >= 0.
+        BadArg: `seconds` is not a number >= 0, or `dest` not a pid, name or (name, node).
     """
     sched = _scheduler("pyotp.send_after()")
     if type(seconds) not in (int, float) or seconds < 0:
         raise BadArg(f"send_after expects seconds >= 0, got {seconds!r}")
+    if not (
+        type(dest) is Pid
+        or type(dest) is str
+        or (type(dest) is tuple and len(dest) == 2 and all(type(x) is str for x in dest))
+    ):
+        raise BadArg(
+            f"send_after expects a Pid, a registered name str or a (name, node) tuple as "
+            f"destination, got {dest!r}"
+        )
     return sched.send_after(seconds, dest, msg, send)
 
 
@@ -448,28 +486,40 @@ def cancel_timer(tref: Ref) -> float | None:
 # --------------------------------------------------------------------- introspection
 
 
-async def processes() -> list[Pid]:
-    """Return the pids of every live process of the node (all its schedulers)."""
+async def processes(timeout: float | None = _WAIT) -> list[Pid]:
+    """Return the pids of every live process of the node (all its schedulers).
+
+    Raises:
+        CallTimeout: a scheduler did not answer within `timeout` seconds (all in all).
+    """
     proc = current_process("pyotp.processes()")
+    _check_wait(timeout, "processes")
     sched = get()
     pids = [p.pid for p in sched.procs.values()]
     if sched.router is not None:
+        deadline = None if timeout is None else sched.loop.time() + timeout
         for peer in sorted(sched.router.creations):
             if peer != sched.index:
-                result = await _scheduler_call(proc, peer, "processes", None)
+                left = None if deadline is None else max(0.0, deadline - sched.loop.time())
+                result = _answer(await _scheduler_call(proc, peer, "processes", None, left),
+                                 "processes", timeout)
                 if result[0] == "ok":
                     pids.extend(result[1])
     return pids
 
 
-async def process_info(pid: Pid) -> dict[str, Any] | None:
+async def process_info(pid: Pid, timeout: float | None = _WAIT) -> dict[str, Any] | None:
     """Return a dict describing `pid`, or None when it is dead.
 
     Keys: status, message_queue_len, links, monitors, registered_name, trap_exit, scheduler,
     node, current_function, reductions, memory (an estimate in bytes).
+
+    Raises:
+        CallTimeout: the scheduler (or node) of `pid` did not answer within `timeout` s.
     """
     me = current_process("pyotp.process_info()")
     _check_pid(pid, "process_info")
+    _check_wait(timeout, "process_info")
     sched = get()
     proc = sched.resolve(pid)
     if proc is not None:
@@ -477,7 +527,10 @@ async def process_info(pid: Pid) -> dict[str, Any] | None:
     if sched.router is not None and not sched.is_local(pid):
         if not sched.router.alive(pid):
             return None
-        result = await _scheduler_call(me, pid.scheduler, "process_info", pid, node=pid.node)
+        result = _answer(
+            await _scheduler_call(me, pid.scheduler, "process_info", pid, timeout, pid.node),
+            "process_info", timeout,
+        )
         return result[1] if result[0] == "ok" else None
     return None
 

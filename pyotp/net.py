@@ -22,18 +22,21 @@ def _check(node: object, what: str) -> None:
         raise BadArg(f"{what} expects a node name like 'b@127.0.0.1', got {node!r}")
 
 
-async def connect(node: str) -> bool:
+async def connect(node: str, timeout: float | None = 30.0) -> bool:
     """Connect this node to `node`, cookie-authenticated; True when connected.
 
     Connections are transitive: the nodes `node` knows are connected to as well. A wrong
-    cookie, an unknown node or one that does not answer gives False (and is logged).
+    cookie, an unknown node, one that does not answer, or no connection within `timeout`
+    seconds gives False (and is logged); the attempt itself may still complete later.
 
     Raises:
-        BadArg: `node` is not a node name.
+        BadArg: `node` is not a node name, or a bad `timeout`.
         NotInProcess: called from plain code.
     """
     proc = current_process("pyotp.net.connect()")
     _check(node, "net.connect")
+    if timeout is not None and (type(timeout) not in (int, float) or timeout < 0):
+        raise BadArg(f"net.connect: timeout must be None or seconds >= 0, got {timeout!r}")
     sched = get()
     if node == sched.node:
         return True
@@ -41,7 +44,7 @@ async def connect(node: str) -> bool:
         return False
     if node in sched.router.remote_nodes:
         return True
-    result = await _scheduler_call(proc, 0, "connect", node, timeout=30.0)
+    result = await _scheduler_call(proc, 0, "connect", node, timeout)
     return result[0] == "ok" and bool(result[1])
 
 

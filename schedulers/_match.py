@@ -2,8 +2,8 @@
 
 Pattern language: `ANY` matches anything; a type matches its instances; a tuple (list)
 matches a tuple (list) of the same length element-wise; a dict matches a dict holding its keys
-with matching values; a callable that is not a type is a predicate; anything else matches by
-`==`.
+with matching values; a callable that is not a type is a predicate (one that raises does not
+match, as an Erlang guard that fails); anything else matches by `==`.
 """
 
 from __future__ import annotations
@@ -50,7 +50,10 @@ def match(pattern: Any, term: Any) -> bool:
     if isinstance(pattern, type):
         return isinstance(term, pattern)
     if callable(pattern):
-        return bool(pattern(term))
+        try:
+            return bool(pattern(term))
+        except Exception:  # as an Erlang guard that raises: no match, not a crash
+            return False
     return pattern == term
 
 

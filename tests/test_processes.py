@@ -654,3 +654,58 @@ def test_run_rejects_bad_arguments():
         pyotp.run(lambda: None, schedulers=0)
     with pytest.raises(pyotp.BadArg, match="name"):
         pyotp.run(lambda: None, name="nohost")
+
+
+def test_send_to_name_and_this_node_that_nobody_holds_is_dropped_like_erlang():
+    """Erlang: `{Name, node()} ! Msg` to nobody returns Msg, no badarg (only a bare name
+    raises); a non-term is still refused."""
+
+    async def main():
+        assert pyotp.send(("nobody_here", pyotp.node()), "m") == "m"
+        with pytest.raises(pyotp.BadArg):
+            pyotp.send("nobody_here", "m")
+        return True
+
+    assert pyotp.run(main)
+
+
+def test_a_predicate_that_raises_does_not_match_as_an_erlang_guard():
+    async def main():
+        pyotp.send(pyotp.self(), "text")
+        pyotp.send(pyotp.self(), 5)
+        got = await pyotp.receive(lambda m: m > 3, timeout=0)  # "text" > 3 raises
+        left = await pyotp.receive(timeout=0)
+        return got, left, pyotp.match(lambda m: m[0] == "x", 7)
+
+    assert pyotp.run(main) == (5, "text", False)
+
+
+def test_send_after_refuses_a_destination_that_is_not_a_pid_name_or_name_node():
+    async def main():
+        bad = []
+        for dest in (5, None, ("a",), ["x"], 1.5, ("a", 1)):
+            with pytest.raises(pyotp.BadArg, match="destination"):
+                pyotp.send_after(0.01, dest, "m")
+            bad.append(dest)
+        pyotp.cancel_timer(pyotp.send_after(5, ("x", pyotp.node()), "m"))
+        return len(bad)
+
+    assert pyotp.run(main) == 6
+
+
+def test_node_wide_calls_take_a_timeout_and_register_returns_true():
+    """API.md: every call that waits on another process takes timeout=; register answers
+    Erlang's true."""
+
+    async def main():
+        me = pyotp.self()
+        assert await pyotp.register("timed_name", me, timeout=5) is True
+        info = await pyotp.process_info(me, timeout=5)
+        pids = await pyotp.processes(timeout=5)
+        await pyotp.unregister("timed_name", timeout=None)
+        with pytest.raises(pyotp.BadArg, match="timeout"):
+            await pyotp.process_info(me, timeout=-1)
+        return info["registered_name"], me in pids, pyotp.whereis("timed_name")
+
+    for schedulers in (1, 2):
+        assert pyotp.run(main, schedulers=schedulers) == ("timed_name", True, None)
