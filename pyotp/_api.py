@@ -476,7 +476,13 @@ def send_after(seconds: float, dest: Pid | str | tuple[str, str], msg: Any) -> R
 
 
 def cancel_timer(tref: Ref) -> float | None:
-    """Cancel a `send_after` timer; return the seconds that were left, or None if it fired."""
+    """Cancel a `send_after` timer; return the seconds that were left, or None if it fired.
+
+    Works from any process of the node. A timer lives on the scheduler that made it; from
+    another scheduler the cancel is sent there and the time left is read from the deadline
+    the ref carries, so a timer that comes due while the cancel is in flight may still fire
+    (as with Erlang's asynchronous cancel). A ref that is not a live timer gives None.
+    """
     sched = _scheduler("pyotp.cancel_timer()")
     if type(tref) is not Ref:
         raise BadArg(f"cancel_timer expects a timer Ref, got {tref!r}")

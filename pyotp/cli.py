@@ -9,8 +9,10 @@ Where it sits: the shell → **cli** → `pyotp.run` (a function as the node's f
                             runs until SIGTERM or Ctrl-C (stopped cleanly, 0) or until it
                             dies (1)
     pyotp ping NODE         boots a temporary node, connects: prints "pong" (0) or "pang" (1)
-    pyotp top NODE          connects like ping and shows the node's schedulers and busiest
-                            processes, refreshed every --interval s (or --once)
+    pyotp top [NODE]        connects like ping and shows the node's schedulers and busiest
+                            processes, refreshed every --interval s (or --once); without
+                            NODE, every node registered with this host's port mapper (1
+                            when there is none)
     a bad MODULE:ATTR, node name, option or config file exits with 2
 
 Importing this module stays cheap: typer loads only when the command line is built.
@@ -223,22 +225,35 @@ def _render(snap: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-async def _top_main(node: str, interval: float | None, limit: int) -> int:
-    if not await pyotp.net.connect(node):
-        print(f"pyotp top: cannot connect to {node} (pang)", file=sys.stderr, flush=True)
+async def _top_main(nodes: list[str], interval: float | None, limit: int) -> int:
+    """Watch `nodes`, one view each per refresh; a node that cannot be reached or stops
+    answering is said on stderr and dropped. Exits 1 once no node is left."""
+    watched = []
+    for node in nodes:
+        if await pyotp.net.connect(node):
+            watched.append(node)
+        else:
+            print(f"pyotp top: cannot connect to {node} (pang)", file=sys.stderr, flush=True)
+    if not watched:
         return EXIT_PANG
     clear = sys.stdout.isatty() and interval is not None
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGINT, pyotp.send, pyotp.self(), "$interrupted")
     try:
         while True:
-            try:
-                snap = await pyotp.rpc.call(node, _top_snapshot, limit, timeout=10.0)
-            except pyotp.OtpError as e:
-                print(f"pyotp top: {node} did not answer: {e.reason!r}", file=sys.stderr,
-                      flush=True)
+            views = []
+            for node in list(watched):
+                try:
+                    snap = await pyotp.rpc.call(node, _top_snapshot, limit, timeout=10.0)
+                except pyotp.OtpError as e:
+                    print(f"pyotp top: {node} did not answer: {e.reason!r}", file=sys.stderr,
+                          flush=True)
+                    watched.remove(node)
+                    continue
+                views.append(_render(snap))
+            if not watched:
                 return EXIT_PANG
-            print(("\x1b[H\x1b[2J" if clear else "") + _render(snap), flush=True)
+            print(("\x1b[H\x1b[2J" if clear else "") + "\n\n".join(views), flush=True)
             if interval is None:
                 return 0
             try:  # the pause between views; Ctrl-C ends it, and the command, cleanly
@@ -250,22 +265,45 @@ async def _top_main(node: str, interval: float | None, limit: int) -> int:
         loop.remove_signal_handler(signal.SIGINT)
 
 
+def _local_nodes() -> list[str]:
+    """The nodes registered with this host's port mapper (`pyotp top` without a node), or
+    [] after saying on stderr that there is none. Nodes named `n@host:port` skip the port
+    mapper, so they are not found here: name them."""
+    from transport import _epmd  # noqa: PLC0415 - only for top
+
+    try:
+        port = _epmd.epmd_port()
+    except pyotp.BadArg as e:
+        raise _UsageError(str(e)) from None
+    try:
+        nodes = _epmd.nodes(epmd_port=port)
+        why = "no node is registered with this host's port mapper"
+    except pyotp.OtpError:
+        nodes = []
+        why = "no port mapper answers on this host, so no node is registered here"
+    if not nodes:
+        print(f"pyotp top: no node to watch: {why} (port {port}, ${_epmd.EPMD_PORT_ENV}); "
+              "give the node's name, like 'pyotp top n@host'", file=sys.stderr, flush=True)
+    return nodes
+
+
 def _top_command(
     node: str | None, cookie: str | None, interval: float, once: bool, limit: int
 ) -> int:
-    if not node:
-        raise _UsageError(
-            "which node? give its name, like 'pyotp top n@host' (a live view watches a "
-            "running node from outside; this command boots no node of its own to watch)"
-        )
     if interval <= 0:
         raise _UsageError(f"--interval expects seconds > 0, got {interval!r}")
     if limit < 1:
         raise _UsageError(f"--limit expects an int >= 1, got {limit!r}")
-    name = _temp_node(node, "top")
+    if node:
+        nodes = [node]
+    else:
+        nodes = _local_nodes()
+        if not nodes:
+            return EXIT_PANG
+    name = _temp_node(nodes[0], "top")
     _quiet_net_logs()
     try:
-        return pyotp.run(_top_main, node, None if once else interval, limit, name=name,
+        return pyotp.run(_top_main, nodes, None if once else interval, limit, name=name,
                          cookie=cookie)
     except pyotp.BadArg as e:
         raise _UsageError(str(e)) from None
@@ -332,7 +370,11 @@ def _build() -> Any:
 
     @cli.command("top")
     def top_cmd(
-        node: str = typer.Argument(None, help="The node to watch, like n@host."),
+        node: str = typer.Argument(
+            None,
+            help="The node to watch, like n@host (default: every node registered with "
+            "this host's port mapper).",
+        ),
         cookie: str = typer.Option(None, "--cookie", help="Distribution cookie."),
         interval: float = typer.Option(2.0, "--interval", help="Seconds between views."),
         once: bool = typer.Option(False, "--once", help="Print one view and exit."),
@@ -342,7 +384,9 @@ def _build() -> Any:
 
         Connects like `pyotp ping` (a temporary node with the default cookie unless
         --cookie) and refreshes every --interval seconds until Ctrl-C, or once with --once.
-        Exits 1 when the node cannot be reached, 2 without a node name.
+        Without NODE it watches every node registered with this host's port mapper, one
+        view each. Exits 1 when no node can be reached (or none is registered), 2 on a bad
+        argument.
         """
         try:
             code = _top_command(node, cookie, interval, once, limit)

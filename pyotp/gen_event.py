@@ -767,10 +767,10 @@ class _Manager:
         elif type(req) is tuple and len(req) == 2 and req[0] == "replace_state":
             _gen.reply(from_, self.replace_state(req[1]))
         elif req == "suspend":
-            self.suspended = True
+            self.suspended = self.proc.suspended = True  # process_info: "suspended"
             _gen.reply(from_, "ok")
         elif req == "resume":
-            self.suspended = False
+            self.suspended = self.proc.suspended = False
             _gen.reply(from_, "ok")
         elif req == "get_status":
             _gen.reply(from_, self.get_status())

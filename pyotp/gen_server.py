@@ -673,20 +673,24 @@ async def _suspended(proc: Any, mod: Any, state: Any, parent: Pid) -> tuple[Any,
             type(m) is tuple and len(m) == 3 and m[0] == "EXIT" and m[1] == parent
         )
 
-    while True:
-        msg = await receive_matching(proc, wanted, None)
-        if msg[0] == "EXIT":
-            raise _Stop(msg[2], state)
-        from_, req = msg[1], msg[2]
-        if req == "resume":
-            _gen.reply(from_, "ok")
-            return mod, state, None
-        if req == "suspend":
-            _gen.reply(from_, "ok")
-        elif req == "get_status":
-            _gen.reply(from_, _status(proc, mod, state, parent, "suspended"))
-        else:
-            mod, state, _ = await _system(proc, mod, state, parent, msg, None)
+    proc.suspended = True  # process_info reports "suspended" (schedulers/_info.py)
+    try:
+        while True:
+            msg = await receive_matching(proc, wanted, None)
+            if msg[0] == "EXIT":
+                raise _Stop(msg[2], state)
+            from_, req = msg[1], msg[2]
+            if req == "resume":
+                _gen.reply(from_, "ok")
+                return mod, state, None
+            if req == "suspend":
+                _gen.reply(from_, "ok")
+            elif req == "get_status":
+                _gen.reply(from_, _status(proc, mod, state, parent, "suspended"))
+            else:
+                mod, state, _ = await _system(proc, mod, state, parent, msg, None)
+    finally:
+        proc.suspended = False
 
 
 def _status(proc: Any, mod: Any, state: Any, parent: Pid, sys_state: str) -> tuple:

@@ -691,10 +691,10 @@ class _Machine:
             self.state, self.data = new
             _gen.system_reply(from_, new)
         elif req == "suspend":
-            self.suspended = True
+            self.suspended = self.proc.suspended = True  # process_info: "suspended"
             _gen.system_reply(from_, "ok")
         elif req == "resume":
-            self.suspended = False
+            self.suspended = self.proc.suspended = False
             _gen.system_reply(from_, "ok")
         elif req == "get_status":
             _gen.system_reply(from_, self._status())

@@ -12,10 +12,10 @@ def info_of(proc: Any, me: Any = None) -> dict[str, Any]:
     """Internal: the process_info dict of a live local process."""
     if proc is me:
         status = "running"
-    elif proc.suspended:
-        status = "suspended"
     elif proc.reason is not None:
         status = "exiting"
+    elif proc.suspended:  # set by the behaviours' suspend loops (sys_.suspend)
+        status = "suspended"
     elif proc.waiter is not None:
         status = "waiting"
     else:

@@ -167,7 +167,8 @@ class NodeControl:
             self.port = self.sock.bind_to_random_port(f"tcp://{self.host}")
             await self.loop.run_in_executor(None, _epmd.ensure_epmd)
             await self.loop.run_in_executor(
-                None, lambda: _epmd.register(self.short, self.port, os.getpid())
+                None,
+                lambda: _epmd.register(self.short, self.port, os.getpid(), host=self.host),
             )
             self.registered = True
         else:

@@ -491,6 +491,17 @@ class Router:
         else:
             self._answer(reply_to, tag, ("error", "noconnection"))
 
+    def cancel_timer(self, tref: Ref) -> bool:
+        """Send the cancel of a timer of this node's scheduler `tref.scheduler`.
+
+        Returns False (nothing sent) when that scheduler is down or was restarted since it
+        made the timer: the timer went with it.
+        """
+        if self.creations.get(tref.scheduler) != tref.creation:
+            return False
+        self._put(tref.scheduler, F.CancelTimer(tref.id, tref.creation))
+        return True
+
     def broadcast(self, frame: Any) -> None:
         for peer in list(self.creations):
             if peer != self.sched.index:
@@ -653,6 +664,8 @@ class Router:
         elif t is F.Load:
             self.loads[frame.index] = frame
             self.pending_spawns[frame.index] = 0
+        elif t is F.CancelTimer:
+            sched.cancel_timer(Ref(sched.node, sched.index, frame.creation, frame.ref))
         elif self.control is not None:
             self.control(frame)
         else:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from typing import Any, Callable
 
@@ -69,6 +70,9 @@ class Scheduler:
         # set when the node has other schedulers: frames to them go through it
         self.router: Any = None
         self.timers: dict[Ref, tuple[asyncio.TimerHandle, float]] = {}
+        # timers of other schedulers this one sent a cancel for -> deadline (see cancel_timer)
+        self.cancelled_elsewhere: dict[Ref, float] = {}
+        self._prune_cancelled_at = 1024
         self.next_serial = 1
         self.next_ref = 1
         self._signals: deque = deque()
@@ -402,8 +406,11 @@ class Scheduler:
 
     def send_after(self, seconds: float, dest: Any, msg: Any, send: Callable) -> Ref:
         tref = self.make_ref()
+        # uvloop's clock is CLOCK_MONOTONIC (in ms), as time.monotonic() is: the deadline
+        # the ref carries reads the same in every OS process of the host.
+        tref.deadline = deadline = time.monotonic() + seconds
         handle = self.loop.call_later(seconds, self._fire_timer, tref, dest, msg, send)
-        self.timers[tref] = (handle, self.loop.time() + seconds)
+        self.timers[tref] = (handle, deadline)
         return tref
 
     def _fire_timer(self, tref: Ref, dest: Any, msg: Any, send: Callable) -> None:
@@ -414,12 +421,42 @@ class Scheduler:
             pass  # a timer to a name nobody holds any more is dropped, as in Erlang
 
     def cancel_timer(self, tref: Ref) -> float | None:
+        """Cancel a timer; return the seconds that were left, or None if it had fired.
+
+        A timer lives on the scheduler that made it. For a timer of another scheduler of
+        this node the cancel goes there as a frame, asynchronously (the call is plain, it
+        cannot wait for an answer), and the time left is read from the deadline the ref
+        carries. That leaves a small race, as Erlang's `cancel_timer(Ref, [{async, true}])`
+        has: a timer whose deadline comes while the cancel is in flight (or while its
+        scheduler is busy) may still fire although a time left was returned. A timer whose
+        deadline has passed is not cancelled and None is returned, which stays true: it
+        fires. A ref of another node (Erlang: not a local timer) gives None.
+        """
+        if tref.scheduler != self.index and tref.node == self.node:
+            return self._cancel_elsewhere(tref)
         entry = self.timers.pop(tref, None)
         if entry is None:
             return None
-        handle, when = entry
+        handle, deadline = entry
         handle.cancel()
-        return max(0.0, when - self.loop.time())
+        return max(0.0, deadline - time.monotonic())
+
+    def _cancel_elsewhere(self, tref: Ref) -> float | None:
+        deadline = tref.deadline
+        if deadline is None or self.router is None or tref in self.cancelled_elsewhere:
+            return None  # not a timer ref, or cancelled before (Erlang: false)
+        left = deadline - time.monotonic()
+        if left <= 0 or not self.router.cancel_timer(tref):
+            return None
+        cancelled = self.cancelled_elsewhere
+        cancelled[tref] = deadline
+        if len(cancelled) >= self._prune_cancelled_at:
+            # Forget cancels whose deadline has passed: those timers read as fired anyway.
+            now = time.monotonic()
+            for ref in [r for r, d in cancelled.items() if d <= now]:
+                del cancelled[ref]
+            self._prune_cancelled_at = max(1024, 2 * len(cancelled))
+        return left
 
     # ------------------------------------------------------------------ shutdown
 

@@ -64,11 +64,62 @@ def workdir(tmp_path):
     return tmp_path
 
 
-def pyotp_cli(workdir, *args):
+def pyotp_cli(workdir, *args, env=None):
     return subprocess.run(
         [sys.executable, "-m", "pyotp", *args],
-        cwd=workdir, capture_output=True, text=True, timeout=TIMEOUT, check=False,
+        cwd=workdir, capture_output=True, text=True, timeout=TIMEOUT, check=False, env=env,
     )
+
+
+@pytest.fixture
+def mapper_env():
+    """An environment with a port mapper port of this test's own; the daemon that a node
+    started there is killed afterwards."""
+    from conftest import free_port
+
+    from transport import _epmd
+
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path),
+           "PYOTP_EPMD_PORT": str(port), "PYOTP_EPMD_IDLE": "2"}
+    yield env
+    try:
+        daemon = _epmd.ping(epmd_port=port)
+    except Exception:  # none was started, or it left on its own
+        return
+    os.kill(daemon, signal.SIGKILL)
+    deadline = time.monotonic() + TIMEOUT
+    while psutil.pid_exists(daemon) and time.monotonic() < deadline:
+        try:
+            if psutil.Process(daemon).status() == psutil.STATUS_ZOMBIE:
+                break
+        except psutil.NoSuchProcess:
+            break
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def mapped_node(mapper_env):
+    """Start nodes named `short@127.0.0.1` that register with the test's port mapper."""
+    from conftest import COOKIE, HELPERS
+
+    started = []
+
+    def start(short):
+        name = f"{short}{os.getpid()}@127.0.0.1"
+        proc = subprocess.Popen(
+            [sys.executable, str(HELPERS), name, COOKIE, "1.0"],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=mapper_env,
+        )
+        started.append(proc)
+        assert proc.stdout.readline().strip() == "ready"
+        return name
+
+    yield start
+    for proc in started:
+        proc.kill()
+        proc.wait()
+        proc.stdout.close()
 
 
 def test_run_a_function_exits_zero_when_it_returns(workdir):
@@ -197,10 +248,32 @@ def test_top_once_prints_the_schedulers_and_processes_of_a_node(workdir, peer):
     assert "echo" in out and "kv" in out  # the peer's registered processes
 
 
-def test_top_without_a_node_says_which_node_and_exits_2(workdir):
-    r = pyotp_cli(workdir, "top")
-    assert r.returncode == 2
-    assert "which node" in r.stderr
+def test_top_without_a_node_watches_every_node_registered_with_the_port_mapper(
+    workdir, mapper_env, mapped_node
+):
+    from conftest import COOKIE
+
+    a = mapped_node("ta")
+    r = pyotp_cli(workdir, "top", "--cookie", COOKIE, "--once", env=mapper_env)
+    assert r.returncode == 0, r.stderr
+    assert f"node {a}:" in r.stdout and "SCHED" in r.stdout
+    b = mapped_node("tb")
+    r = pyotp_cli(workdir, "top", "--cookie", COOKIE, "--once", env=mapper_env)
+    assert r.returncode == 0, r.stderr
+    assert f"node {a}:" in r.stdout and f"node {b}:" in r.stdout
+
+
+def test_top_without_a_node_when_none_is_registered_says_so_and_exits_1(
+    workdir, mapper_env
+):
+    from transport import _epmd
+
+    r = pyotp_cli(workdir, "top", "--once", env=mapper_env)  # no port mapper at all
+    assert r.returncode == 1 and "no node to watch" in r.stderr, r.stderr
+    assert "no port mapper answers" in r.stderr
+    _epmd.ensure_epmd(int(mapper_env["PYOTP_EPMD_PORT"]), idle=30)  # one, with no node
+    r = pyotp_cli(workdir, "top", "--once", env=mapper_env)
+    assert r.returncode == 1 and "no node is registered" in r.stderr, r.stderr
 
 
 def test_top_of_an_unreachable_node_exits_1(workdir):

@@ -123,6 +123,15 @@ def test_ids_crash_and_structs_round_trip():
     assert type(back[4].pair) is tuple
 
 
+def test_a_timer_ref_keeps_its_deadline_across_the_wire_and_equals_the_plain_ref():
+    tref = pyotp.Ref("a@h", 1, 3, 99, 1234.5)
+    back = decode(encode(tref))
+    assert back.deadline == 1234.5
+    assert back == tref == pyotp.Ref("a@h", 1, 3, 99)
+    assert hash(back) == hash(pyotp.Ref("a@h", 1, 3, 99))
+    assert decode(encode(pyotp.Ref("a@h", 1, 3, 99))).deadline is None
+
+
 def test_big_ints_and_dicts_with_tuple_keys_round_trip():
     term = {(1, "a"): 2**100, "s": -(2**90), 3: [None]}
     assert _same(decode(encode(term)), term)

@@ -116,6 +116,15 @@ def test_a_registered_name_is_looked_up_listed_and_unregistered(daemon):
     assert epmd.names(epmd_port=daemon) == [("b", 5002)]
 
 
+def test_nodes_gives_full_names_with_the_host_each_node_registered(daemon):
+    epmd.register("a", 5001, host="10.1.2.3", epmd_port=daemon)
+    epmd.register("b", 5002, epmd_port=daemon)  # no host (an older node): the asked host
+    assert epmd.nodes(epmd_port=daemon) == ["a@10.1.2.3", "b@127.0.0.1"]
+    assert epmd.names(epmd_port=daemon) == [("a", 5001), ("b", 5002)]
+    with pytest.raises(pyotp.BadArg):
+        epmd.register("c", 5003, host="", epmd_port=daemon)
+
+
 def test_an_unknown_name_looks_up_as_none(daemon):
     assert epmd.lookup("nobody", epmd_port=daemon) is None
     assert epmd.names(epmd_port=daemon) == []

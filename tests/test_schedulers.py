@@ -76,6 +76,14 @@ async def register_self(name, parent):
     await pyotp.receive(("never",))
 
 
+async def cancel_twice_and_report(tref, parent):
+    pyotp.send(parent, ("cancelled", pyotp.cancel_timer(tref), pyotp.cancel_timer(tref)))
+
+
+async def set_a_timer_that_fires_at_once(parent):
+    pyotp.send(parent, ("tref", pyotp.send_after(0, parent, "fired")))
+
+
 async def make_refs(parent, n):
     pyotp.send(parent, [pyotp.make_ref() for _ in range(n)])
 
@@ -340,6 +348,33 @@ def test_process_info_and_processes_see_every_scheduler():
         return info["scheduler"], info["status"], pid in all_pids, pyotp.self() in all_pids
 
     assert run2(main) == (1, "waiting", True, True)
+
+
+def test_cancel_timer_from_another_scheduler_cancels_and_returns_the_time_left():
+    async def main():
+        me = pyotp.self()
+        tref = pyotp.send_after(10, me, "never")
+        pyotp.spawn(cancel_twice_and_report, tref, me, scheduler=1)
+        _, left, again = await pyotp.receive(("cancelled", ANY, ANY), timeout=T)
+        # The cancel frame came before the report on the same stream, so the timer is gone
+        # from this (its) scheduler already: cancelling here finds nothing.
+        here = pyotp.cancel_timer(tref)
+        with pytest.raises(pyotp.Timeout):
+            await pyotp.receive("never", timeout=0)
+        return left, again, here
+
+    left, again, here = run2(main)
+    assert 0 < left <= 10 and again is None and here is None
+
+
+def test_cancel_timer_from_another_scheduler_of_a_timer_that_fired_returns_none():
+    async def main():
+        pyotp.spawn(set_a_timer_that_fires_at_once, pyotp.self(), scheduler=1)
+        _, tref = await pyotp.receive(("tref", ANY), timeout=T)
+        await pyotp.receive("fired", timeout=T)
+        return tref.scheduler, pyotp.cancel_timer(tref)
+
+    assert run2(main) == (1, None)
 
 
 def test_refs_made_on_different_schedulers_never_collide():

@@ -10,7 +10,7 @@ import logging
 import pytest
 
 import pyotp
-from pyotp import gen_event, gen_server, gen_statem, sys_
+from pyotp import gen_event, gen_server, gen_statem, supervisor, sys_
 
 WAIT = 5.0
 
@@ -198,6 +198,30 @@ def test_a_suspended_gen_statem_and_gen_event_manager_queue_events_until_resumed
     assert pyotp.run(main) == [(Recorder, None, ["a", "b", "c"])]
 
 
+def test_process_info_reports_suspended_for_every_behaviour_until_resumed():
+    class Sup(supervisor.Supervisor):
+        def init(self, arg):
+            return ("ok", ({"strategy": "one_for_one"}, []))
+
+    async def main():
+        mgr = await gen_event.start_link()
+        pids = [
+            await gen_server.start_link(Counter, 0),
+            await gen_statem.start_link(Door, 3),
+            mgr,
+            await supervisor.start_link(Sup, None),
+        ]
+        seen = []
+        for pid in pids:
+            await sys_.suspend(pid)
+            suspended = (await pyotp.process_info(pid))["status"]
+            await sys_.resume(pid)
+            seen.append((suspended, (await pyotp.process_info(pid))["status"]))
+        return seen
+
+    assert pyotp.run(main) == [("suspended", "waiting")] * 4
+
+
 def test_get_status_has_erlangs_shape():
     """Ports sys_SUITE:get_status."""
 
@@ -345,6 +369,25 @@ def test_sys_functions_reach_a_server_on_another_scheduler():
         return stats["messages_in"]
 
     assert pyotp.run(main, schedulers=2) == 1
+
+
+@pytest.mark.slow
+def test_process_info_of_a_suspended_process_on_another_scheduler_reports_suspended():
+    async def main():
+        pids = [
+            await gen_server.start(Counter, 0, scheduler=1),
+            await gen_statem.start(Door, 3, scheduler=1),
+        ]
+        seen = []
+        for pid in pids:
+            assert pid.scheduler == 1
+            await sys_.suspend(pid)
+            suspended = (await pyotp.process_info(pid))["status"]
+            await sys_.resume(pid)
+            seen.append((suspended, (await pyotp.process_info(pid))["status"]))
+        return seen
+
+    assert pyotp.run(main, schedulers=2) == [("suspended", "waiting")] * 2
 
 
 class Trapper(gen_server.GenServer):

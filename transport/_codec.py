@@ -9,7 +9,7 @@ ext hook unwraps in C-driven order without a second walk:
 
     code 1  tuple        elements, recursively encoded
     code 2  Pid          (node, scheduler, serial, creation)
-    code 3  Ref          (node, scheduler, creation, id)
+    code 3  Ref          (node, scheduler, creation, id[, deadline of a timer ref])
     code 4  Crash        (type, message, traceback)
     code 5  Struct       (module, qualname, msgspec-encoded fields)
     code 6  big int      decimal text, for ints outside 64 bits
@@ -78,6 +78,8 @@ def to_wire(x: Any) -> Any:
             w = x._wire = _Ext(2, _raw_encode((x.node, x.scheduler, x.serial, x.creation)))
         return w
     if t is Ref:
+        if x.deadline is not None:
+            return _Ext(3, _raw_encode((x.node, x.scheduler, x.creation, x.id, x.deadline)))
         return _Ext(3, _raw_encode((x.node, x.scheduler, x.creation, x.id)))
     if t is Crash:
         return _Ext(4, _raw_encode((x.type, x.message, x.traceback)))

@@ -15,13 +15,18 @@ on a loopback address may register or unregister: the names of a host are its ow
 
 Requests and replies are msgspec Structs (msgpack, tagged), one request per REQ/REP round:
 ```
-Register(name, port, os_pid) → Ok | Error("name_taken" | "no_such_process" | "not_local" | ...)
+Register(name, port, os_pid[, host])
+                             → Ok | Error("name_taken" | "no_such_process" | "not_local" | ...)
 Unregister(name, os_pid)     → Ok | Error("not_owner" | "not_local")
 Lookup(name)                 → Port(port or None)
-Names()                      → NameList([(name, port), ...])
+Names()                      → NameList([(name, port), ...], {name: host, ...})
 Ping()                       → Pong(daemon_os_pid)
 anything malformed           → Error("bad_request"); the daemon carries on
 ```
+`host` is the part after `@` of the registering node's full name (the address it listens on);
+it is optional both ways, so a daemon and a client of an older version still understand each
+other. With it `nodes()` gives full node names, which is what `pyotp top` without a node
+watches.
 
 Stale registrations: a registration carries the node's OS pid, and the daemon notes that
 process's start time. A registration is stale once that process is gone, a zombie, or the pid
@@ -78,6 +83,7 @@ __all__ = [
     "ensure_epmd",
     "epmd_port",
     "lookup",
+    "nodes",
     "main",
     "names",
     "ping",
@@ -105,6 +111,7 @@ _EXIT_IN_USE = 3
 _Name = Annotated[str, msgspec.Meta(min_length=1, max_length=_MAX_NAME)]
 _PortNo = Annotated[int, msgspec.Meta(ge=1, le=65535)]
 _OsPid = Annotated[int, msgspec.Meta(ge=1, le=2**31 - 1)]
+_Host = Annotated[str, msgspec.Meta(min_length=1, max_length=_MAX_NAME)]
 
 
 # --- protocol -------------------------------------------------------------------------------
@@ -115,11 +122,13 @@ class _E(msgspec.Struct, frozen=True, tag=True):
 
 
 class Register(_E, tag="register"):
-    """Map `name` to `port` for the node running as OS process `os_pid` on this host."""
+    """Map `name` to `port` for the node running as OS process `os_pid` on this host;
+    `host` is the host part of its full name, when the node says it."""
 
     name: _Name
     port: _PortNo
     os_pid: _OsPid
+    host: _Host | None = None
 
 
 class Unregister(_E, tag="unregister"):
@@ -160,9 +169,11 @@ class Port(_E, tag="port"):
 
 
 class NameList(_E, tag="name_list"):
-    """Every live registration as `(name, port)`, sorted by name."""
+    """Every live registration as `(name, port)`, sorted by name; `hosts` maps the names
+    registered with a host to it."""
 
     names: list[tuple[str, int]]
+    hosts: dict[str, str] = {}
 
 
 class Pong(_E, tag="pong"):
@@ -297,6 +308,7 @@ def register(
     port: int,
     os_pid: int | None = None,
     *,
+    host: str | None = None,
     epmd_port: int | None = None,
     timeout: float = DEFAULT_TIMEOUT,
 ) -> None:
@@ -308,6 +320,7 @@ def register(
         name: the node's short name.
         port: the TCP port the node accepts connections on.
         os_pid: the node's OS pid (default: this process); the entry lives as long as it.
+        host: the part after `@` of the node's name, for `nodes()` (optional).
         epmd_port: the port mapper's port (default: `epmd_port()`).
         timeout: seconds to wait for the daemon.
 
@@ -323,7 +336,9 @@ def register(
         os_pid = os.getpid()
     elif not isinstance(os_pid, int) or isinstance(os_pid, bool) or not 1 <= os_pid < 2**31:
         raise BadArg(f"os_pid must be a positive int, got {os_pid!r}")
-    req = Register(name, port, os_pid)
+    if host is not None and (not isinstance(host, str) or not 1 <= len(host) <= _MAX_NAME):
+        raise BadArg(f"host must be a non-empty str of at most {_MAX_NAME}, got {host!r}")
+    req = Register(name, port, os_pid, host)
     reply = _request("127.0.0.1", _port_arg(epmd_port), req, _check_timeout(timeout))
     if not isinstance(reply, Ok):
         raise _refused(reply, f"registering {name!r}")
@@ -391,6 +406,22 @@ def names(
     if not isinstance(reply, NameList):
         raise _refused(reply, "names")
     return [(n, p) for n, p in reply.names]
+
+
+def nodes(
+    host: str = "127.0.0.1", *, epmd_port: int | None = None, timeout: float = DEFAULT_TIMEOUT
+) -> list[str]:
+    """Return the full names (`name@host`) of the nodes registered at `host`, sorted by name.
+
+    A node that registered without its host (an older version) is named with `host`.
+
+    Raises:
+        OtpError: `("epmd_unreachable", host, port)` when the daemon does not answer.
+    """
+    reply = _request(host, _port_arg(epmd_port), Names(), _check_timeout(timeout))
+    if not isinstance(reply, NameList):
+        raise _refused(reply, "names")
+    return [f"{n}@{reply.hosts.get(n, host)}" for n, _ in reply.names]
 
 
 def ensure_epmd(port: int | None = None, *, idle: float | None = None, timeout: float = 5.0) -> int:
@@ -481,6 +512,7 @@ class _Entry(msgspec.Struct):
     port: int
     os_pid: int
     started: float  # the registering process's create_time: tells a reused pid apart
+    host: str | None = None
 
 
 def _started(os_pid: int) -> float | None:
@@ -522,7 +554,10 @@ class _Table:
             return Port(None if e is None else e.port)
         if isinstance(req, Names):
             self.sweep()
-            return NameList(sorted((n, e.port) for n, e in self.entries.items()))
+            return NameList(
+                sorted((n, e.port) for n, e in self.entries.items()),
+                {n: e.host for n, e in self.entries.items() if e.host is not None},
+            )
         if isinstance(req, Ping):
             return Pong(os.getpid())
         if not local:
@@ -547,6 +582,7 @@ class _Table:
         if old is not None:
             if old.os_pid == req.os_pid and old.started == started:
                 old.port = req.port  # a refresh by the same node
+                old.host = req.host
                 return Ok()
             if self.alive(old):
                 return Error("name_taken")
@@ -554,7 +590,7 @@ class _Table:
             self.sweep()
             if len(self.entries) >= _MAX_NAMES:
                 return Error("table_full")
-        self.entries[req.name] = _Entry(req.port, req.os_pid, started)
+        self.entries[req.name] = _Entry(req.port, req.os_pid, started, req.host)
         return Ok()
 
 

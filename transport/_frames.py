@@ -20,6 +20,7 @@ from ._codec import CodecError, _ext_hook, to_wire
 __all__ = [
     "Bye",
     "Call",
+    "CancelTimer",
     "Demonitor",
     "Down",
     "DownOf",
@@ -117,6 +118,14 @@ class GenCall(_F, tag=23):
     caller: Any
     ref: int
     request: bytes
+
+
+class CancelTimer(_F, tag=26):
+    """Cancel the timer whose ref the receiving scheduler made with number `ref` and
+    `creation` (a `cancel_timer` on another scheduler); no answer is sent."""
+
+    ref: int
+    creation: int
 
 
 class Link(_F, tag=3):
@@ -291,7 +300,7 @@ class MonitorNode(_F, tag=21):
 Frame = Union[  # noqa: UP007 - msgspec needs the Union form here
     Send, SendName, Reply, Link, Unlink, Exit, Monitor, Demonitor, Down, Spawn, Call,
     NameUp, NameDown, Registered, Load, Hello, Stop, Bye, Peer, NodeUp, NodeDown, MonitorNode,
-    SendTuple, GenCall, DownOf, ReplyOf,
+    SendTuple, GenCall, DownOf, ReplyOf, CancelTimer,
 ]
 
 _batch_decoder = msgspec.msgpack.Decoder(list[Frame], ext_hook=_ext_hook)

@@ -61,15 +61,24 @@ class Pid:
 
 
 class Ref:
-    """A reference unique across the cluster (`make_ref`); hashable, a term."""
+    """A reference unique across the cluster (`make_ref`); hashable, a term.
 
-    __slots__ = ("node", "scheduler", "creation", "id", "_hash")
+    A timer ref (`send_after`) also carries its timer's `deadline` on the `time.monotonic()`
+    clock, which is system-wide on a host: `cancel_timer` on another scheduler of the node
+    (another OS process) tells from it how much time was left. It is not part of the ref's
+    identity (equality, hash).
+    """
 
-    def __init__(self, node: str, scheduler: int, creation: int, id: int) -> None:
+    __slots__ = ("node", "scheduler", "creation", "id", "deadline", "_hash")
+
+    def __init__(
+        self, node: str, scheduler: int, creation: int, id: int, deadline: float | None = None
+    ) -> None:
         self.node = node
         self.scheduler = scheduler
         self.creation = creation
         self.id = id
+        self.deadline = deadline
         self._hash = id ^ creation  # monitor tables: hash once (no tuple)
 
     def __eq__(self, other: object) -> bool:
@@ -91,6 +100,8 @@ class Ref:
         return f"#Ref<{self.node}.{self.scheduler}.{self.creation}.{self.id}>"
 
     def __reduce__(self) -> tuple:
+        if self.deadline is not None:
+            return (Ref, (self.node, self.scheduler, self.creation, self.id, self.deadline))
         return (Ref, (self.node, self.scheduler, self.creation, self.id))
 
 
