@@ -18,7 +18,9 @@ Behind the scenes of one connection (A dials B):
 4. Ticks every net_ticktime/4; a peer silent for net_ticktime is down: NodeDown to every
    scheduler, and every link and monitor across the cut fires with "noconnection".
 A wrong cookie is refused and logged on both sides with the peer's address; it never crashes
-anything.
+anything. When A and B dial each other at the same time, both keep the dial of the node whose
+name sorts first (Erlang's tie-break): the other handshake gives way and its caller waits for
+the kept one, so both sides agree on one connection.
 
 Transitivity and s_groups (SD Erlang): while `pyotp.s_group` has installed its two
 predicates, `transitive_filter(node)` ("may this node have a transitive connection to
