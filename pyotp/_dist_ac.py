@@ -34,7 +34,12 @@ Model (Erlang's, with one simplification named below):
 5. `application.stop` where it runs stops it there and tells the others, which stay
    participants but do not start it (Erlang's dist_ac_app_stopped); a tree that dies on its
    own is the same. Where it does not run, `stop` only ends this node's participation.
-   A node shutting down stops its instance without telling anyone: the others fail over.
+6. A node shutting down (the end of `pyotp.run`, which is how `pyotp run MODULE:APP` stops
+   on SIGTERM or Ctrl-C) is Erlang's init:stop: the coordinator stops starting anything
+   here, the node stops its applications newest first (prep_stop, the tree, stop) while
+   still connected, telling no one, and then leaves the network. Until then this node still
+   answers that it runs the application, so nobody starts it early; once it is gone the
+   others fail over after the timeout, with `("failover", this_node)`.
 
 Sync at boot (Erlang's kernel sync_nodes_*): with `sync_nodes_timeout` set, `pyotp.run`
 connects to the mandatory and optional nodes for up to that long before `main` runs; a
@@ -53,7 +58,7 @@ from transport import BadArg, OtpError, Pid, StartError, Timeout
 
 from . import _api, _config, _gen, net
 
-__all__ = ["NAME", "Spec", "boot", "coordinator_for", "parse", "sync_settings"]
+__all__ = ["NAME", "Spec", "boot", "coordinator_for", "parse", "shutting_down", "sync_settings"]
 
 NAME = "$dist_ac"
 _ASK_TIMEOUT = 3.0  # seconds a coordinator waits for the others' status
@@ -231,6 +236,18 @@ def coordinator_for(name: str) -> Pid | None:
     return node.dist_ac
 
 
+async def shutting_down() -> None:
+    """Internal: the node is shutting down; its coordinator starts nothing here any more but
+    goes on answering (the applications it runs count as running here until the node has
+    left the network, so no other node starts them before it fails over)."""
+    node = _config.current()
+    if node is not None and node.dist_ac is not None:
+        try:
+            await _gen.call(node.dist_ac, ("shutdown", None), 5.0, what="node shutdown")
+        except (OtpError, TimeoutError):
+            pass  # the coordinator is gone or stuck: stop the applications all the same
+
+
 # --------------------------------------------------------------------- the coordinator
 
 
@@ -261,6 +278,7 @@ class _Coordinator:
         self.pid = _api._caller().pid  # type: ignore[union-attr]
         self.apps = {name: _AppState() for name in specs}
         self.watched: set[str] = set()
+        self.stopping = False  # the node is shutting down: start nothing here any more
 
     # -- the loop
 
@@ -294,7 +312,7 @@ class _Coordinator:
                 st.epoch += 1
         elif tag == "nodedown":
             self.on_nodedown(msg[1])
-        elif tag == "$dac_timeout":
+        elif tag == "$dac_timeout" and not self.stopping:
             st = self.apps.get(msg[1])
             if st is not None and st.epoch == msg[2] and st.status in ("waiting", "standby"):
                 await self.settle(msg[1])
@@ -363,6 +381,11 @@ class _Coordinator:
     # -- requests from this node's application calls
 
     async def request(self, op: str, name: str) -> Any:
+        if op == "shutdown":
+            self.stopping = True
+            return "ok"
+        if self.stopping:
+            raise OtpError("shutting_down", f"application.{op}: the node is shutting down")
         st = self.apps[name]
         if op == "start":
             st.status, st.runner = "standby", None  # a participant from now on

@@ -3,9 +3,14 @@
 Behind the scenes:
 1. A uvloop event loop is made and a `Scheduler` installed as this OS process's scheduler.
 2. `main(*args)` is spawned as the first process; `run` waits for it to end.
-3. Every remaining process gets exit reason "shutdown" (trapping ones as an EXIT message from
-   their parent, so behaviours run `terminate`); stragglers are killed after a grace period.
-4. The loop closes; `run` returns main's value or raises `ProcessCrash`.
+3. When it has ended, the started applications are stopped, newest first (prep_stop, the
+   tree, stop), while the node is still connected: Erlang's init:stop order. A distributed
+   application stopped this way is not announced as stopped, so once the node has left the
+   network the other nodes of its list fail over (see `pyotp._dist_ac`).
+4. The node leaves the network; every remaining process gets exit reason "shutdown"
+   (trapping ones as an EXIT message from their parent, so behaviours run `terminate`);
+   stragglers are killed after a grace period.
+5. The loop closes; `run` returns main's value or raises `ProcessCrash`.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from schedulers._pool import Pool
 from transport import BadArg, OtpError, ProcessCrash
 from transport._cookie import resolve_cookie, validate_cookie
 
-from . import _config, _dist_ac
+from . import _config, _dist_ac, application
 
 __all__ = ["run"]
 
@@ -175,6 +180,8 @@ async def _boot(
         return result
     finally:
         try:
+            if main_serial is not None:
+                await _stop_applications(sched)
             if control is not None:
                 await control.stop()
             if pool is not None:
@@ -187,6 +194,17 @@ async def _boot(
             monitor.stop()
             _config.stop()
             set_current(None)
+
+
+async def _stop_applications(sched: Scheduler) -> None:
+    """Stop the started applications before the node leaves the network (a process of its
+    own: stopping one is a call to its application master)."""
+    proc = sched.spawn(application._stop_all, (), None)._proc
+    try:
+        await proc.task
+    except asyncio.CancelledError:
+        if proc.reason is None:
+            raise
 
 
 async def _kernel_boot(sched: Scheduler, cfg: dict) -> None:

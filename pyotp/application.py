@@ -568,6 +568,26 @@ async def _stop_here(tab: _Table, name: str, entry: _Running) -> None:
         pass  # its tree died just before the request: it is stopped all the same
 
 
+async def _stop_all() -> None:
+    """Internal: the node is shutting down (the end of `pyotp.run`): stop every started
+    application, newest first, as Erlang's init:stop does, while the node is still connected.
+
+    A distributed application is stopped here without telling the other nodes (unlike
+    `stop`): they see the node go down and fail over, as in Erlang. The coordinator is told
+    first so it no longer starts anything on this node.
+    """
+    tab = _tab("application")
+    await _dist_ac.shutting_down()
+    for name in reversed(list(tab.running)):
+        entry = tab.running.get(name)
+        if entry is None or not entry.ready:
+            continue  # still starting: the node's shutdown ends it with its processes
+        try:
+            await _stop_here(tab, name, entry)
+        except Exception:  # one failing stop never keeps the others running
+            log.exception("application %r: failed to stop at node shutdown", name)
+
+
 # --------------------------------------------------------------------- for _dist_ac
 # The coordinator of distributed applications ("$dist_ac") runs these on this node.
 

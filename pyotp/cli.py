@@ -98,7 +98,7 @@ async def _serve(app: Any) -> None:
         loop.add_signal_handler(sig, pyotp.send, me, ("$signal", sig.name))
     try:
         try:
-            started = await application.ensure_all_started(app, "permanent")
+            await application.ensure_all_started(app, "permanent")
         except pyotp.OtpError as e:
             print(f"pyotp run: application {app.name!r} failed to start: {e}", file=sys.stderr)
             raise pyotp.Exit(("start_failed", app.name, e.reason)) from None
@@ -106,9 +106,10 @@ async def _serve(app: Any) -> None:
               file=sys.stderr, flush=True)
         msg = await pyotp.receive(("$signal", pyotp.ANY))
         print(f"pyotp: {msg[1]}: stopping {app.name!r}", file=sys.stderr, flush=True)
-        # Stop in reverse start order, so nothing outlives an application it depends on.
-        for name in reversed(started):
-            await application.stop(name)
+        # Returning ends the node: pyotp.run stops the started applications newest first
+        # (nothing outlives an application it depends on) before it leaves the network, as
+        # Erlang's init:stop. Not application.stop: that would tell the other nodes of a
+        # distributed application that it is stopped, and none would fail over.
     finally:
         for sig in signals:
             loop.remove_signal_handler(sig)

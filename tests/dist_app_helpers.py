@@ -3,20 +3,41 @@
 Run as a script to boot a node:
     python tests/dist_app_helpers.py NAME COOKIE CONFIG_JSON START
 It loads "shop" (distributed by the config) and "local" (not distributed), starts both when
-START is "1", prints "ready", and runs until killed. The tests read what happened with
-`status()` over rpc.
+START is "1", prints "ready", and runs until killed or told to `quit_node()` (then `pyotp.run`
+returns: the node shuts down). The tests read what happened with `status()` over rpc, and,
+when the env SHOP_EVENTS names a file, from that file (one JSON event a line), which outlives
+the node. `pyotp run dist_app_helpers:SHOP` runs a node with the CLI instead.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 
 import pyotp
 from pyotp import application
 
-EVENTS: list = []  # ("start", start_type, wall time) and ("stop", app, wall time), in order
+EVENTS: list = []  # ("start", start_type, wall time), ("prep_stop", app, wall time) and
+# ("stop", app, wall time), in order
+
+
+def _event(ev):
+    EVENTS.append(ev)
+    path = os.environ.get("SHOP_EVENTS")
+    if path:
+        with open(path, "a") as f:
+            f.write(json.dumps(ev) + "\n")
+
+
+def file_events(path):
+    """The events a node wrote to `path` (SHOP_EVENTS), JSON lists instead of tuples."""
+    try:
+        with open(path) as f:
+            return [json.loads(line) for line in f]
+    except FileNotFoundError:
+        return []
 
 
 async def _idle():
@@ -25,11 +46,15 @@ async def _idle():
 
 class Shop(application.Application):
     def start(self, start_type, args):
-        EVENTS.append(("start", start_type, time.time()))
+        _event(("start", start_type, time.time()))
         return pyotp.spawn(_idle)
 
+    def prep_stop(self, state):
+        _event(("prep_stop", "shop", time.time()))
+        return state
+
     def stop(self, state):
-        EVENTS.append(("stop", "shop", time.time()))
+        _event(("stop", "shop", time.time()))
 
 
 class Local(application.Application):
@@ -58,14 +83,20 @@ async def stop_shop():
     await application.stop("shop")
 
 
+def quit_node():
+    """End the node's first process: `pyotp.run` returns and the node shuts down."""
+    pyotp.send("serve", ("quit",))
+
+
 async def serve(start):
+    await pyotp.register("serve", pyotp.self())
     application.load(SHOP)
     application.load(LOCAL)
     if start:
         await application.start("shop")
         await application.start("local")
     print("ready", flush=True)
-    await pyotp.receive(("never",))
+    await pyotp.receive(("quit",))
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -48,6 +49,31 @@ class Cluster:
             if line != "ready":
                 raise RuntimeError(f"node {name} did not boot: {line!r}")
 
+    def launch_cli(self, names: list[str], config: dict, tmp_path) -> dict[str, str]:
+        """Run the nodes with `pyotp run dist_app_helpers:SHOP` (the App as a permanent
+        application until SIGTERM/Ctrl-C); return each node's SHOP_EVENTS file."""
+        cfg_file = tmp_path / "sys.toml"
+        cfg_file.write_text(_toml(config))
+        files, logs = {}, {}
+        for name in names:
+            files[name] = str(tmp_path / f"events_{len(files)}.jsonl")
+            logs[name] = tmp_path / f"stderr_{len(logs)}.log"
+            env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path),
+                   "SHOP_EVENTS": files[name]}
+            with open(logs[name], "w") as err:
+                self.procs[name] = subprocess.Popen(
+                    [sys.executable, "-m", "pyotp", "run", "dist_app_helpers:SHOP", "--name",
+                     name, "--cookie", COOKIE, "--config", str(cfg_file)],
+                    stdout=subprocess.PIPE, stderr=err, text=True, env=env,
+                )
+        end = time.monotonic() + SETTLE
+        for name in names:
+            while "started" not in logs[name].read_text():
+                if self.procs[name].poll() is not None or time.monotonic() > end:
+                    raise RuntimeError(f"node {name} did not boot: {logs[name].read_text()}")
+                time.sleep(0.05)
+        return files
+
     def kill(self, name: str) -> None:
         p = self.procs[name]
         p.kill()
@@ -77,6 +103,11 @@ def config(nodes, timeout_ms=1000):
             "net_ticktime": 1,
         }
     }
+
+
+def _toml(config):
+    # The kernel table only, which is all `config()` makes (json lists are TOML arrays).
+    return "[kernel]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in config["kernel"].items())
 
 
 def _flat(nodes):
@@ -238,6 +269,69 @@ def test_stopping_it_where_it_runs_stops_it_without_failover(cluster):
     # n2 may have run it for a moment at boot (before n1 took it over), never after the stop
     assert "shop" not in apps2
     assert [e for e in events2 if e[0] == "start" and e[2] > stopped_at] == []
+
+
+async def _exited(proc):
+    """Wait (without blocking the node) for an OS process to end; return its exit code."""
+    end = time.monotonic() + SETTLE
+    while proc.poll() is None:
+        assert time.monotonic() < end, "the node did not exit"
+        try:
+            await pyotp.receive(("never",), timeout=0.1)
+        except pyotp.Timeout:
+            pass
+    return proc.returncode
+
+
+def _check_failed_over(old_events, seen, new, old):
+    """`old` ran prep_stop and stop, then `new` started it with ("failover", old)."""
+    kinds = [e[0] for e in old_events]
+    assert kinds[-2:] == ["prep_stop", "stop"], old_events
+    start = [e for e in seen[new][1] if e[0] == "start"][-1]
+    assert start[1] == ("failover", old)
+    assert start[2] >= old_events[-1][2] - 0.1  # after the old stop (0.1 s of clock slack)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_stopping_pyotp_run_of_the_app_where_it_runs_lets_the_next_node_fail_over(
+        cluster, tmp_path, sig):
+    n1, n2 = node_name("p"), node_name("q")
+    files = cluster.launch_cli([n1, n2], config([n1, n2], timeout_ms=500), tmp_path)
+
+    async def main():
+        for n in (n1, n2):
+            assert await pyotp.net.connect(n)
+        await wait_for(lambda s: only_runner(s, n1), [n1, n2])
+        cluster.procs[n1].send_signal(sig)
+        rc = await _exited(cluster.procs[n1])
+        return rc, await wait_for(lambda s: runs(s, n2), [n2])
+
+    rc, seen = watch(main)
+    assert rc == 0
+    _check_failed_over(h.file_events(files[n1]), seen, n2, n1)
+
+
+def test_a_node_whose_pyotp_run_ends_lets_the_next_node_fail_over(cluster, tmp_path,
+                                                                  monkeypatch):
+    n1, n2 = node_name("p"), node_name("q")
+    monkeypatch.setenv("SHOP_EVENTS", str(tmp_path / "events_n1.jsonl"))
+    cluster.launch([n1], config([n1, n2], timeout_ms=500), start=False)
+    monkeypatch.delenv("SHOP_EVENTS")
+    cluster.launch([n2], config([n1, n2], timeout_ms=500), start=False)
+
+    async def main():
+        for n in (n1, n2):
+            assert await pyotp.net.connect(n)
+        for n in (n1, n2):
+            await pyotp.rpc.call(n, h.start_shop, timeout=T)
+        await wait_for(lambda s: only_runner(s, n1), [n1, n2])
+        pyotp.rpc.cast(n1, h.quit_node)  # its main returns: the node shuts down
+        rc = await _exited(cluster.procs[n1])
+        return rc, await wait_for(lambda s: runs(s, n2), [n2])
+
+    rc, seen = watch(main)
+    assert rc == 0
+    _check_failed_over(h.file_events(str(tmp_path / "events_n1.jsonl")), seen, n2, n1)
 
 
 def test_a_missing_mandatory_node_fails_the_boot_naming_it():
