@@ -11,25 +11,29 @@ The kernel parameters keep Erlang's names and units:
 
 Model (Erlang's, with one simplification named below):
 1. A node takes part in a distributed application once `application.start(app)` is called
-   on it ("participant"). The application runs on exactly one node: the live participant
-   highest in the priority list (within an equal-priority group, the first in list order).
+   on it ("participant"). The application runs on exactly one node: a live participant of
+   the best group of the priority list; inside a group, as Erlang's dist_ac, the one with
+   the fewest running applications (`which_applications`; the status answers carry that
+   number), then the lowest node name (list order inside a group does not count).
    On the other participants `start` returns and the application is "started, running
    elsewhere": `which_applications` leaves it out there, as Erlang's does.
 2. Deciding: the coordinator asks the coordinators of the connected nodes of the list for
    their status, answering their questions meanwhile (two nodes deciding at once never wait
    on each other), then applies the rule above. Erlang decides the same way (every node
    computes the same choice from the same answers) under a global lock; here two nodes that
-   decide at the same instant may both start it, and the one that hears of a better-ranked
-   runner stops its instance again, so the cluster settles on the rule's node.
+   decide at the same instant may both start it, and when two run it the one of the worse
+   group, or in one group the one with the higher node name, stops its instance again.
    The simplification: Erlang also counts nodes that only loaded the application and makes a
    lower-priority `start` wait for them; here only nodes that called `start` count, so the
    first participant runs it at once and a better one that starts later takes it over.
 3. Failover: when the node running it goes down, each participant waits the application's
    timeout; then, if no node runs it (the dead one may have come back meanwhile), the best
    live participant starts it with `("failover", dead_node)`.
-4. Takeover: a participant better than the running node that starts the application starts
-   it with `("takeover", runner)`; once that start has returned it tells everyone, and the
-   old runner stops its instance (prep_stop, the tree, stop) and stays a participant.
+4. Takeover: a participant of a strictly better group than the running node's that starts
+   the application starts it with `("takeover", runner)` (one of the runner's own group
+   stands by: the application never moves inside a group, as in Erlang); once that start
+   has returned it tells everyone, and the old runner stops its instance (prep_stop, the
+   tree, stop) and stays a participant.
    `application.takeover` does the same from any participant.
 5. `application.stop` where it runs stops it there and tells the others, which stay
    participants but do not start it (Erlang's dist_ac_app_stopped); a tree that dies on its
@@ -73,22 +77,32 @@ log = logging.getLogger("pyotp.application")
 class Spec:
     """Internal: one entry of the kernel `distributed` parameter."""
 
-    __slots__ = ("name", "nodes", "ranks", "timeout")
+    __slots__ = ("group", "name", "nodes", "timeout")
 
     def __init__(self, name: str, timeout: float, groups: list[list[str]]) -> None:
         self.name = name
         self.timeout = timeout  # seconds
         self.nodes: list[str] = [n for g in groups for n in g]
-        # Lower is better: the group's place first, then the place in list order.
-        self.ranks = {n: (gi, i) for i, (gi, n) in
-                      enumerate((gi, n) for gi, g in enumerate(groups) for n in g)}
+        self.group = {n: gi for gi, g in enumerate(groups) for n in g}  # lower is better
 
-    def best(self, nodes: Any) -> str:
-        return min(nodes, key=lambda n: self.ranks[n])
+    def key(self, node: str, running: int) -> tuple[int, int, str]:
+        """Erlang's choice order: the group's place, then the fewest running applications,
+        then the lowest node name (list order inside a group does not count)."""
+        return self.group[node], running, node
+
+    def best(self, nodes: Any, counts: dict[str, int]) -> str:
+        """The node to run it on among `nodes` (`counts`: each one's running applications)."""
+        return min(nodes, key=lambda n: self.key(n, counts.get(n, 0)))
 
     def better(self, a: str, b: str) -> bool:
-        """True when node `a` ranks above node `b`."""
-        return self.ranks[a] < self.ranks[b]
+        """True when node `a` is in a strictly better group than node `b` (only such a node
+        takes the application over: it never moves inside a group)."""
+        return self.group[a] < self.group[b]
+
+    def senior(self, nodes: Any) -> str:
+        """The runner that stays when several run it at once: by group, then node name (a
+        rule both sides compute alike)."""
+        return min(nodes, key=lambda n: (self.group[n], n))
 
 
 def _node_name(x: Any) -> bool:
@@ -231,7 +245,7 @@ def coordinator_for(name: str) -> Pid | None:
     if node is None or node.dist_ac is None:
         return None
     spec = node.dist_specs.get(name)
-    if spec is None or _api.node() not in spec.ranks:
+    if spec is None or _api.node() not in spec.group:
         return None
     return node.dist_ac
 
@@ -328,7 +342,12 @@ class _Coordinator:
         _, name, asker, ref, node = msg
         st = self.apps.get(name)
         self.watch(node)
-        _api.send(asker, ("$dac_status", ref, self.me, None if st is None else st.status))
+        _api.send(asker, ("$dac_status", ref, self.me, None if st is None else st.status,
+                          self.running_count()))
+
+    def running_count(self) -> int:
+        """How many applications run on this node (Erlang's choice inside a group)."""
+        return len(_application().which_applications())
 
     def watch(self, node: str) -> None:
         if node != self.me and node not in self.watched and node in _api.nodes():
@@ -343,19 +362,20 @@ class _Coordinator:
         for n in self.peers(name):
             _api.send((NAME, n), msg)
 
-    async def ask(self, name: str) -> dict[str, str | None]:
-        """Return the status of `name` on every connected node of its list."""
+    async def ask(self, name: str) -> dict[str, tuple[str | None, int]]:
+        """Return (status of `name`, number of running applications) of every connected
+        node of its list."""
         peers = self.peers(name)
         for n in peers:
             self.watch(n)
         ref = _api.make_ref()
         for n in peers:
             _api.send((NAME, n), ("$dac_query", name, self.pid, ref, self.me))
-        got: dict[str, str | None] = {}
+        got: dict[str, tuple[str | None, int]] = {}
         deadline = time.monotonic() + _ASK_TIMEOUT
 
         def wanted(m: Any) -> bool:
-            return type(m) is tuple and len(m) in (4, 5) and (
+            return type(m) is tuple and len(m) == 5 and (
                 (m[0] == "$dac_status" and m[1] == ref) or m[0] == "$dac_query")
 
         while len(got) < len(peers):
@@ -371,7 +391,7 @@ class _Coordinator:
             if msg[0] == "$dac_query":
                 self.answer(msg)  # another node deciding meanwhile: never make it wait
             else:
-                got[msg[2]] = msg[3]
+                got[msg[2]] = (msg[3], msg[4])
         for n in peers:
             if n not in got:
                 log.warning("dist_ac: %s did not answer about %r; counted as not taking part",
@@ -406,19 +426,22 @@ class _Coordinator:
     async def settle(self, name: str, joining: bool = False) -> None:
         """Decide where `name` runs now and act on it if this node is concerned."""
         spec, st = self.specs[name], self.apps[name]
-        statuses = await self.ask(name)
+        answers = await self.ask(name)
         if st.status not in ("standby", "waiting"):
             return  # a message handled while asking changed the picture (we run it already)
-        running = [n for n, s in statuses.items() if s == "running"]
+        running = [n for n, (s, _) in answers.items() if s == "running"]
         if running:
-            runner = spec.best(running)
+            runner = spec.senior(running)
             if spec.better(self.me, runner) and joining:
                 await self.run_here(name, ("takeover", runner), takeover_from=runner)
             else:
                 self.standby(name, runner)
             return
-        candidates = [self.me] + [n for n, s in statuses.items() if s in ("standby", "waiting")]
-        if spec.best(candidates) == self.me:
+        counts = {n: c for n, (_, c) in answers.items()}
+        counts[self.me] = self.running_count()
+        candidates = [self.me] + [n for n, (s, _) in answers.items()
+                                  if s in ("standby", "waiting")]
+        if spec.best(candidates, counts) == self.me:
             start_type: Any = "normal"
             if st.status == "waiting" and st.dead is not None:
                 start_type = ("failover", st.dead)
@@ -426,21 +449,27 @@ class _Coordinator:
         else:
             # A better participant decides; look again later in case it never does (it
             # could be going down too).
-            st.runner = None
-            st.epoch += 1
-            _api.send_after(max(_RECHECK, 0.0), self.pid, ("$dac_timeout", name, st.epoch))
+            self.look_again(name, _RECHECK)
+
+    def look_again(self, name: str, after: float) -> None:
+        """Stand by, runner unknown yet, and decide again in `after` seconds."""
+        st = self.apps[name]
+        st.runner = None
+        st.epoch += 1
+        _application()._dist_mark_standby(name)  # not running here: not in which_applications
+        _api.send_after(after, self.pid, ("$dac_timeout", name, st.epoch))
 
     async def takeover(self, name: str, st: _AppState) -> str:
         joining = st.status is None
         if st.status == "running":
             raise OtpError(("already_running_locally", name),
                            f"application.takeover: {name!r} already runs on this node")
-        statuses = await self.ask(name)
-        running = [n for n, s in statuses.items() if s == "running"]
+        answers = await self.ask(name)
+        running = [n for n, (s, _) in answers.items() if s == "running"]
         if not running:
             raise OtpError(("not_running_distributed", name),
                            f"application.takeover: {name!r} runs on no other node")
-        runner = self.specs[name].best(running)
+        runner = self.specs[name].senior(running)
         if joining:
             st.status = "standby"
         try:
@@ -490,7 +519,8 @@ class _Coordinator:
             return
         self.watch(node)
         if st.status == "running":
-            if takeover_from == self.me or self.specs[name].better(node, self.me):
+            spec = self.specs[name]
+            if takeover_from == self.me or spec.senior((node, self.me)) == node:
                 log.info("application %r moves to %s: stopping its instance here", name, node)
                 await application._dist_move_away(name)
                 self.standby(name, node)

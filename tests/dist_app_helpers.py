@@ -75,6 +75,11 @@ async def start_shop():
     await application.start(SHOP)
 
 
+async def start_extra():
+    """One more application running on this node (a library one: nothing to run)."""
+    await application.start(application.App("extra", vsn="1.0"))
+
+
 async def take_shop():
     await application.takeover(SHOP)
 

@@ -188,7 +188,7 @@ def test_a_killed_runner_fails_over_to_the_next_node_after_the_timeout(cluster):
         await wait_for(lambda s: only_runner(s, n1), [n1, n2, n3])
         killed_at = time.time()
         cluster.kill(n1)
-        # equal priority: the first of the group in list order that is live
+        # equal priority, as many applications running on both: the lower node name
         seen = await wait_for(lambda s: only_runner(s, n2), [n2, n3])
         return killed_at, seen
 
@@ -332,6 +332,50 @@ def test_a_node_whose_pyotp_run_ends_lets_the_next_node_fail_over(cluster, tmp_p
     rc, seen = watch(main)
     assert rc == 0
     _check_failed_over(h.file_events(str(tmp_path / "events_n1.jsonl")), seen, n2, n1)
+
+
+def test_a_node_of_the_runners_own_group_that_starts_it_stands_by(cluster):
+    """Erlang never moves the application inside an equal-priority group."""
+    na, nb = node_name("ga"), node_name("gb")  # na has the lower name
+    cluster.launch([na, nb], config([[na, nb]]), start=False)
+
+    async def main():
+        for n in (na, nb):
+            assert await pyotp.net.connect(n)
+        await pyotp.rpc.call(nb, h.start_shop, timeout=T)
+        await wait_for(lambda s: only_runner(s, nb), [na, nb])
+        await pyotp.rpc.call(na, h.start_shop, timeout=T)  # it decides before returning
+        try:
+            await pyotp.receive(("never",), timeout=2.0)  # room for a wrong takeover
+        except pyotp.Timeout:
+            pass
+        return await wait_for(lambda s: True, [na, nb])
+
+    seen = watch(main)
+    assert only_runner(seen, nb) and starts(seen, na) == [] and stops(seen, nb) == []
+
+
+@pytest.mark.parametrize("extra_on_lower", [False, True], ids=["by_name", "by_load"])
+def test_failover_inside_a_group_picks_the_fewest_applications_then_the_lowest_name(
+        cluster, extra_on_lower):
+    n1, na, nb = node_name("p"), node_name("ga"), node_name("gb")  # na < nb by name
+    # by name: nb is first in list order, na wins by its name; by load: na is first in list
+    # order and has the lower name, nb wins by running fewer applications
+    group = [na, nb] if extra_on_lower else [nb, na]
+    cluster.launch([n1, na, nb], config([n1, group], timeout_ms=300))
+
+    async def main():
+        for n in (n1, na, nb):
+            assert await pyotp.net.connect(n)
+        await wait_for(lambda s: only_runner(s, n1), [n1, na, nb])
+        if extra_on_lower:
+            await pyotp.rpc.call(na, h.start_extra, timeout=T)
+        cluster.kill(n1)
+        want = nb if extra_on_lower else na
+        return want, await wait_for(lambda s: only_runner(s, want), [na, nb])
+
+    want, seen = watch(main)
+    assert starts(seen, want)[-1] == ("failover", n1)
 
 
 def test_a_missing_mandatory_node_fails_the_boot_naming_it():
