@@ -9,7 +9,7 @@ The kernel parameters keep Erlang's names and units:
     distributed = [[app, timeout_ms, [node | [node, ...], ...]], [app, [nodes]], ...]
     sync_nodes_mandatory, sync_nodes_optional = [node, ...]; sync_nodes_timeout (ms)
 
-Model (Erlang's, with one simplification named below):
+Model (Erlang's, with the differences named below):
 1. A node takes part in a distributed application once `application.start(app)` is called
    on it ("participant"). The application runs on exactly one node: a live participant of
    the best group of the priority list; inside a group, as Erlang's dist_ac, the one with
@@ -23,9 +23,15 @@ Model (Erlang's, with one simplification named below):
    computes the same choice from the same answers) under a global lock; here two nodes that
    decide at the same instant may both start it, and when two run it the one of the worse
    group, or in one group the one with the higher node name, stops its instance again.
-   The simplification: Erlang also counts nodes that only loaded the application and makes a
-   lower-priority `start` wait for them; here only nodes that called `start` count, so the
-   first participant runs it at once and a better one that starts later takes it over.
+   Nodes booting together: a node whose turn it would be asks again (every 0.15 s) while
+   a better-ranked connected node of the list has a coordinator but has not started the
+   application yet ("may start soon"); if that node starts it meanwhile it runs there and
+   this one stands by, so the application starts on the best node and is not taken over
+   from a quicker worse one. Erlang waits for such nodes (there: nodes that loaded it)
+   without bound; here the wait is bounded by max(2 s, the application's failover timeout),
+   after which it runs on this node (and a node of a better group that starts it later
+   takes it over).
+   A failover never waits so.
 3. Failover: when the node running it goes down, each participant waits the application's
    timeout; then, if no node runs it (the dead one may have come back meanwhile), the best
    live participant starts it with `("failover", dead_node)`.
@@ -67,6 +73,9 @@ __all__ = ["NAME", "Spec", "boot", "coordinator_for", "parse", "shutting_down", 
 NAME = "$dist_ac"
 _ASK_TIMEOUT = 3.0  # seconds a coordinator waits for the others' status
 _RECHECK = 0.5  # seconds between looks while no node is known to run the application
+# Waiting for a better node that may start the application soon (see the module doc, 2.):
+_HOLD_STEP = 0.15  # seconds between looks
+_HOLD_MIN = 2.0  # the bound is max(this, the application's failover timeout), in seconds
 
 log = logging.getLogger("pyotp.application")
 
@@ -268,7 +277,7 @@ async def shutting_down() -> None:
 class _AppState:
     """Internal: what the coordinator knows of one distributed application."""
 
-    __slots__ = ("dead", "epoch", "runner", "status")
+    __slots__ = ("dead", "epoch", "hold_until", "runner", "status")
 
     def __init__(self) -> None:
         # None: not a participant; "standby": started, runs elsewhere (runner, or unknown
@@ -278,6 +287,7 @@ class _AppState:
         self.runner: str | None = None
         self.dead: str | None = None  # the node it ran on before a failover
         self.epoch = 0  # bumped to void pending timers
+        self.hold_until: float | None = None  # end of the wait for a better node to start
 
 
 async def _coordinator(specs: dict[str, Spec]) -> None:
@@ -408,7 +418,7 @@ class _Coordinator:
             raise OtpError("shutting_down", f"application.{op}: the node is shutting down")
         st = self.apps[name]
         if op == "start":
-            st.status, st.runner = "standby", None  # a participant from now on
+            st.status, st.runner, st.hold_until = "standby", None, None  # a participant now
             st.epoch += 1
             try:
                 await self.settle(name, joining=True)
@@ -442,6 +452,8 @@ class _Coordinator:
         candidates = [self.me] + [n for n, (s, _) in answers.items()
                                   if s in ("standby", "waiting")]
         if spec.best(candidates, counts) == self.me:
+            if st.status == "standby" and self.hold(name, answers, counts):
+                return
             start_type: Any = "normal"
             if st.status == "waiting" and st.dead is not None:
                 start_type = ("failover", st.dead)
@@ -450,6 +462,24 @@ class _Coordinator:
             # A better participant decides; look again later in case it never does (it
             # could be going down too).
             self.look_again(name, _RECHECK)
+
+    def hold(self, name: str, answers: dict, counts: dict[str, int]) -> bool:
+        """True (and look again soon) while a better-ranked connected node of the list has
+        a coordinator but has not started the application: it may start it soon (nodes
+        booting together), so this worse node waits, within the bound, before running it."""
+        spec, st = self.specs[name], self.apps[name]
+        mine = spec.key(self.me, counts[self.me])
+        maybe = [n for n, (s, c) in answers.items() if s is None and spec.key(n, c) < mine]
+        if not maybe:
+            return False
+        now = time.monotonic()
+        if st.hold_until is None:
+            st.hold_until = now + max(_HOLD_MIN, spec.timeout)
+        if now >= st.hold_until:
+            log.info("application %r: %s did not start it in time; it runs here", name, maybe)
+            return False
+        self.look_again(name, _HOLD_STEP)
+        return True
 
     def look_again(self, name: str, after: float) -> None:
         """Stand by, runner unknown yet, and decide again in `after` seconds."""
@@ -501,13 +531,13 @@ class _Coordinator:
         except StartError as e:
             st.status, st.runner = None, None
             raise OtpError(e.reason, f"{name!r} failed to start: {e.reason!r}") from None
-        st.status, st.runner, st.dead = "running", self.me, None
+        st.status, st.runner, st.dead, st.hold_until = "running", self.me, None, None
         self.broadcast(name, ("$dac_running", name, self.me, takeover_from))
 
     def standby(self, name: str, runner: str) -> None:
         application = _application()
         st = self.apps[name]
-        st.status, st.runner, st.dead = "standby", runner, None
+        st.status, st.runner, st.dead, st.hold_until = "standby", runner, None, None
         st.epoch += 1
         self.watch(runner)
         application._dist_mark_standby(name)

@@ -163,7 +163,9 @@ def only_runner(seen, node):
 
 def test_the_application_runs_only_on_the_highest_priority_node(cluster):
     n1, n2, n3 = node_name("p"), node_name("q"), node_name("r")
-    cluster.launch([n1, n2, n3], config([n1, [n2, n3]]))
+    # They boot together and all start it: n2 and n3 wait for n1 (up to max(2 s, the
+    # failover timeout) = 5 s here) rather than run it first and be taken over.
+    cluster.launch([n1, n2, n3], config([n1, [n2, n3]], timeout_ms=5000))
 
     async def main():
         for n in (n1, n2, n3):
@@ -174,8 +176,39 @@ def test_the_application_runs_only_on_the_highest_priority_node(cluster):
     assert only_runner(seen, n1)
     # the application not in `distributed` runs on every node as a plain one
     assert all("local" in seen[n][0] for n in (n1, n2, n3)), seen
-    # n1 ran it with "normal" (it may have taken it over from a quicker lower node)
-    assert starts(seen, n1)[-1] in ("normal", ("takeover", n2), ("takeover", n3))
+    assert starts(seen, n1) == ["normal"]
+    assert starts(seen, n2) == [] and starts(seen, n3) == []
+
+
+def test_a_worse_node_that_starts_it_first_waits_for_a_better_one_that_may_start_it(cluster):
+    n1, n2 = node_name("p"), node_name("q")
+    cluster.launch([n1, n2], config([n1, n2], timeout_ms=5000), start=False)  # loaded only
+
+    async def main():
+        for n in (n1, n2):
+            assert await pyotp.net.connect(n)
+        await pyotp.rpc.call(n2, h.start_shop, timeout=T)  # n1 may start it: n2 waits
+        mid = await wait_for(lambda s: True, [n1, n2])
+        await pyotp.rpc.call(n1, h.start_shop, timeout=T)
+        return mid, await wait_for(lambda s: only_runner(s, n1), [n1, n2])
+
+    mid, seen = watch(main)
+    assert not runs(mid, n2)  # started there, not running anywhere yet
+    assert starts(seen, n1) == ["normal"] and starts(seen, n2) == []
+
+
+def test_the_wait_for_a_better_node_is_bounded(cluster):
+    n1, n2 = node_name("p"), node_name("q")
+    cluster.launch([n1, n2], config([n1, n2], timeout_ms=300), start=False)  # loaded only
+
+    async def main():
+        for n in (n1, n2):
+            assert await pyotp.net.connect(n)
+        await pyotp.rpc.call(n2, h.start_shop, timeout=T)
+        return await wait_for(lambda s: only_runner(s, n2), [n1, n2])
+
+    seen = watch(main)
+    assert starts(seen, n2) == ["normal"]
 
 
 def test_a_killed_runner_fails_over_to_the_next_node_after_the_timeout(cluster):
