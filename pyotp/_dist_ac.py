@@ -40,7 +40,8 @@ Model (Erlang's, with the differences named below):
    stands by: the application never moves inside a group, as in Erlang); once that start
    has returned it tells everyone, and the old runner stops its instance (prep_stop, the
    tree, stop) and stays a participant.
-   `application.takeover` does the same from any participant.
+   `application.takeover` does the same from any participant; on a node that never started
+   the application it raises `("not_running_distributed", app)`, as Erlang's.
 5. `application.stop` where it runs stops it there and tells the others, which stay
    participants but do not start it (Erlang's dist_ac_app_stopped); a tree that dies on its
    own is the same. Where it does not run, `stop` only ends this node's participation.
@@ -490,7 +491,9 @@ class _Coordinator:
         _api.send_after(after, self.pid, ("$dac_timeout", name, st.epoch))
 
     async def takeover(self, name: str, st: _AppState) -> str:
-        joining = st.status is None
+        if st.status is None:  # never started here (or stopped): Erlang's answer too
+            raise OtpError(("not_running_distributed", name),
+                           f"application.takeover: {name!r} is not started on this node")
         if st.status == "running":
             raise OtpError(("already_running_locally", name),
                            f"application.takeover: {name!r} already runs on this node")
@@ -500,14 +503,7 @@ class _Coordinator:
             raise OtpError(("not_running_distributed", name),
                            f"application.takeover: {name!r} runs on no other node")
         runner = self.specs[name].senior(running)
-        if joining:
-            st.status = "standby"
-        try:
-            await self.run_here(name, ("takeover", runner), takeover_from=runner)
-        except BaseException:
-            if joining:
-                st.status = None
-            raise
+        await self.run_here(name, ("takeover", runner), takeover_from=runner)
         return "ok"
 
     async def stop(self, name: str, st: _AppState) -> None:

@@ -365,11 +365,11 @@ async def takeover(name_or_app: str | App, type: str = "temporary") -> None:
     """Move a distributed application to this node.
 
     Behind the scenes (an application of the kernel `distributed` parameter whose list
-    names this node):
+    names this node, started on this node, so running here or elsewhere):
     1. This node asks the other nodes of the list which one runs the application.
     2. It starts the application here with start type `("takeover", old_node)`.
     3. Once that start has returned, the old node stops its instance (prep_stop, the tree,
-       stop) and stays a participant; this node becomes one if it was not.
+       stop) and stays a participant.
 
     Any other application (or a node that is not distributed) is started here as by
     `start`, with start type `("takeover", node())`, so `Application.start` can tell a
@@ -378,21 +378,26 @@ async def takeover(name_or_app: str | App, type: str = "temporary") -> None:
     Raises:
         OtpError: as for `start`; `("already_running_locally", name)` when the distributed
             application runs on this node already; `("not_running_distributed", name)`
-            when it runs on no other node.
+            when it runs on no other node, or was never started on this one (only loaded,
+            or not even that), as Erlang's.
     """
     tab = _tab("application.takeover()")
-    app = _resolve(tab, name_or_app, "application.takeover")
-    entry = tab.running.get(app.name)
-    if entry is not None and entry.dist and entry.ready:
-        current_process("application.takeover()")
+    current_process("application.takeover()")
+    name = name_or_app.name if isinstance(name_or_app, App) else name_or_app
+    _check_app_name(name, "application.takeover")
+    coord = _dist_ac.coordinator_for(name)
+    if coord is not None:
         _check_type(type, "application.takeover")
-        coord = _dist_ac.coordinator_for(app.name)
-        if coord is not None:
-            entry.type = type
-            reply = await _gen.call(coord, ("takeover", app.name), None,
-                                    what="application.takeover")
-            _raise_if_error(reply)
-            return
+        entry = tab.running.get(name)
+        if entry is None or not entry.dist or not entry.ready:
+            raise OtpError(("not_running_distributed", name),
+                           f"application.takeover: {name!r} is not started on this node "
+                           "(a distributed application is taken over by a node that started "
+                           "it: call application.start first)")
+        entry.type = type
+        reply = await _gen.call(coord, ("takeover", name), None, what="application.takeover")
+        _raise_if_error(reply)
+        return
     await _start(name_or_app, type, ("takeover", _api.node()), "application.takeover")
 
 
@@ -424,8 +429,7 @@ async def _start(name_or_app: Any, type_: Any, start_type: Any, what: str) -> No
             # Distributed: the coordinator decides where it runs (here, or elsewhere and
             # this node stands by) and starts it here itself when it is this node.
             entry.dist = True
-            op = "takeover" if start_type != "normal" else "start"
-            _raise_if_error(await _gen.call(coord, (op, name), None, what=what))
+            _raise_if_error(await _gen.call(coord, ("start", name), None, what=what))
         elif app.mod is not None:
             try:
                 entry.master = await _gen.start(

@@ -84,6 +84,18 @@ async def take_shop():
     await application.takeover(SHOP)
 
 
+async def take_shop_unstarted(unload):
+    """takeover of "shop" where it is not started: (error reason, loaded names after)."""
+    if unload:
+        application.unload("shop")
+    try:
+        await application.takeover(SHOP)
+        reason = None
+    except pyotp.OtpError as e:
+        reason = e.reason
+    return reason, [a[0] for a in application.loaded_applications()]
+
+
 async def stop_shop():
     await application.stop("shop")
 

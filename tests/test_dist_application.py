@@ -280,6 +280,25 @@ def test_application_takeover_moves_the_application_to_the_calling_node(cluster)
     assert again[0] == "badrpc"
 
 
+def test_takeover_where_it_was_never_started_is_not_running_distributed(cluster):
+    n1, n2 = node_name("p"), node_name("q")
+    cluster.launch([n1], config([n1, n2]))
+    cluster.launch([n2], config([n1, n2]), start=False)  # loaded only
+
+    async def main():
+        for n in (n1, n2):
+            assert await pyotp.net.connect(n)
+        await wait_for(lambda s: only_runner(s, n1), [n1, n2])
+        loaded = await pyotp.rpc.call(n2, h.take_shop_unstarted, False, timeout=T)
+        unloaded = await pyotp.rpc.call(n2, h.take_shop_unstarted, True, timeout=T)
+        return loaded, unloaded, await wait_for(lambda s: True, [n1, n2])
+
+    loaded, unloaded, seen = watch(main)
+    assert loaded == (("not_running_distributed", "shop"), ["shop", "local"])
+    assert unloaded == (("not_running_distributed", "shop"), ["local"])  # not loaded by it
+    assert only_runner(seen, n1) and starts(seen, n2) == [] and stops(seen, n1) == []
+
+
 def test_stopping_it_where_it_runs_stops_it_without_failover(cluster):
     n1, n2 = node_name("p"), node_name("q")
     cluster.launch([n1, n2], config([n1, n2], timeout_ms=300))
