@@ -154,7 +154,7 @@ def starts(seen, node):
 
 
 def stops(seen, node):
-    return [e for e in seen[node][1] if e[0] == "stop"]
+    return [] if seen[node] is None else [e for e in seen[node][1] if e[0] == "stop"]
 
 
 def only_runner(seen, node):
