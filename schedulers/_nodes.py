@@ -54,6 +54,7 @@ __all__ = ["NodeControl", "parse_node"]
 log = logging.getLogger("pyotp.net")
 
 _HANDSHAKE_TIMEOUT = 5.0
+_REFUSAL_LINGER_MS = 500  # a refused dial's socket gets this long to deliver the refusal
 _MAX_CONTROL = 1024 * 1024
 
 
@@ -101,7 +102,8 @@ class _Conn:
     """One established connection to another node."""
 
     __slots__ = (
-        "name", "token", "accept", "identity", "dealer", "last_seen", "info", "introduced"
+        "name", "token", "accept", "identity", "dealer", "last_seen", "info", "introduced",
+        "creation",
     )
 
     def __init__(self, name: str, token: bytes, accept: bytes) -> None:
@@ -113,6 +115,7 @@ class _Conn:
         self.last_seen = time.monotonic()
         self.info: Info | None = None
         self.introduced = False  # we dialled it because a third node introduced it
+        self.creation: int | None = None  # the peer's, from the handshake
 
 
 class _Crossed(Exception):
@@ -144,7 +147,8 @@ class NodeControl:
         self.ctx = zmq.Context.instance()
         self.conns: dict[str, _Conn] = {}
         self.connecting: dict[str, asyncio.Future] = {}
-        self.accepting: dict[bytes, H.Acceptor] = {}
+        # identity -> (handshake, when it began, peer address)
+        self.accepting: dict[bytes, tuple[H.Acceptor, float, str]] = {}
         self.dealer_waiters: dict[Any, asyncio.Queue] = {}
         self.dialling: dict[str, Any] = {}  # node -> the dealer of our handshake in flight
         self.next_slot = 1
@@ -321,7 +325,8 @@ class NodeControl:
             if refused is not None:
                 self._send(dealer, [H.encode_message(refused)])
             log.error("connection to %s at %s refused: %s", node, address, exc)
-            self._close_dealer(dealer)
+            # Linger a moment so the refusal leaves: the peer logs it (and forgets us).
+            self._close_dealer(dealer, linger=_REFUSAL_LINGER_MS)
             return False
         except (TimeoutError, CodecError) as exc:
             log.warning("connecting to %s at %s: no valid answer (%s)", node, address, exc)
@@ -334,6 +339,7 @@ class NodeControl:
             self._close_dealer(dealer)  # they dialled us meanwhile and that one is up
             return True
         conn = _Conn(node, initiator.peer_session, initiator.session)
+        conn.creation = initiator.peer_creation
         conn.dealer = dealer
         conn.introduced = introduced
         self.conns[node] = conn
@@ -363,15 +369,18 @@ class NodeControl:
         self._close_dealer(dealer)
         log.debug("connecting to %s: crossed its own dial, which is kept", node)
         fut = self.connecting.get(node)
-        return fut is not None and await self._await_up(node, fut)
+        if fut is None:  # already up over the kept dial
+            conn = self.conns.get(node)
+            return conn is not None and conn.info is not None
+        return await self._await_up(node, fut)
 
-    def _close_dealer(self, dealer: Any) -> None:
+    def _close_dealer(self, dealer: Any, linger: int = 0) -> None:
         self.dealer_waiters.pop(dealer, None)
         try:
             self.loop.remove_reader(dealer.getsockopt(zmq.FD))
         except Exception:  # already closed
             pass
-        dealer.close(linger=0)
+        dealer.close(linger=linger)
 
     def _dealer_readable(self, dealer: Any) -> None:
         while True:
@@ -417,7 +426,10 @@ class NodeControl:
                 self.refused += 1
 
     def _accept_step(self, identity: bytes, data: bytes, address: str) -> None:
-        acceptor = self.accepting.get(identity)
+        entry = self.accepting.get(identity)
+        acceptor = entry[0] if entry is not None else None
+        if acceptor is None and self.accepting:
+            self._forget_abandoned()
         try:
             msg = H.decode_message(data)
             if acceptor is None:
@@ -426,7 +438,7 @@ class NodeControl:
                         "unexpected_message", "expected Hello", "unexpected_message"
                     )
                 acceptor = H.Acceptor(self.cookie, self.name, self.sched.creation)
-                self.accepting[identity] = acceptor
+                self.accepting[identity] = (acceptor, time.monotonic(), address)
                 reply = acceptor.on_hello(msg)
                 self._send(self.sock, [identity, H.encode_message(reply)])
                 return
@@ -460,14 +472,36 @@ class NodeControl:
                 if old.dealer is not None:
                     self._close_dealer(old.dealer)
             old = None
+        if (
+            old is not None
+            and old.info is not None
+            and old.dealer is not None
+            and self.name < node
+            and old.creation == acceptor.peer_creation
+        ):
+            # The dial that lost a crossing (above), late: its Ack was on the way when its
+            # side gave way, and ours is up by now. Not a reconnect: keep ours.
+            self._send(self.sock, [identity, H.encode_message(H.Refused("crossing"))])
+            return
         if old is not None:
             self._node_down(node)  # a reconnect (maybe a new incarnation) replaces it
         conn = _Conn(node, acceptor.peer_session, acceptor.session)
+        conn.creation = acceptor.peer_creation
         conn.identity = identity
         self.conns[node] = conn
         # Our Info waits for the dialler's: only its Info says whether the dial was an
         # introduction, which a node in s_groups may refuse (see _on_control).
         self._send(self.sock, [identity, H.encode_message(final)])
+
+    def _forget_abandoned(self) -> None:
+        """Drop handshakes a peer began and never finished (it went away, or stalls)."""
+        now = time.monotonic()
+        for identity, (acceptor, began, address) in list(self.accepting.items()):
+            if now - began > _HANDSHAKE_TIMEOUT:
+                del self.accepting[identity]
+                self.refused += 1
+                log.warning("dropped an unfinished handshake from %s (%s) after %s s",
+                            address, acceptor.peer_name or "unknown node", _HANDSHAKE_TIMEOUT)
 
     # ------------------------------------------------------------------ control messages
 
@@ -545,6 +579,8 @@ class NodeControl:
         self.router.node_up(frame)
         self.router.broadcast(frame)
         log.info("node %s is up", conn.name)
+        if self.router.ports is not None:
+            self.router.ports.watch(conn.name, self._connection_lost)
         fut = self.connecting.pop(conn.name, None)
         if fut is not None and not fut.done():
             fut.set_result(True)
@@ -554,6 +590,14 @@ class NodeControl:
         for other in info.nodes:
             if other != self.name and other not in self.conns and allowed(other):
                 self.connect_soon(other, introduced=True)
+
+    def _connection_lost(self, node: str) -> None:
+        """The tcp connection to `node`'s scheduler 0 dropped: its OS process is gone (or
+        closed it). Erlang takes a closed connection for nodedown at once; so do we."""
+        conn = self.conns.get(node)
+        if conn is not None and conn.info is not None:
+            log.warning("node %s closed its connection: nodedown", node)
+            self._node_down(node)
 
     def _node_down(self, node: str, announce: bool = True) -> None:
         conn = self.conns.pop(node, None)

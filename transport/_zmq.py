@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import struct
 from typing import Any, Callable
 
 import zmq
@@ -32,6 +33,7 @@ log = logging.getLogger("pyotp.transport")
 
 _EVENTS = int(zmq.EVENTS)
 _POLLIN = int(zmq.POLLIN)  # plain ints: zmq's flag enums make `&` cost microseconds
+_DISCONNECTED = int(zmq.EVENT_DISCONNECTED)
 _SLICE = 64  # inbound ZeroMQ messages handled per loop callback before yielding
 _HELD_FOR = 10.0  # seconds a message under a not-yet-applied token is kept, undecoded
 _HELD_MAX = 64 * 1024 * 1024  # bytes of such messages kept at most
@@ -233,6 +235,10 @@ class NodePorts(_Streams):
     counted before it is decoded. A message under a token this scheduler has not applied yet
     is held (undecoded, for a few seconds): the peer may finish the handshake and write before
     this node's NodeUp reaches this scheduler. Outbound, one PUSH per remote scheduler.
+
+    `watch` reports a node whose scheduler 0 drops its tcp connection (its OS process died,
+    or closed it) within milliseconds, as Erlang sees a closed connection; heartbeats remain
+    for a node cut off without a close.
     """
 
     def __init__(
@@ -255,6 +261,7 @@ class NodePorts(_Streams):
         self.rejected = 0
         self.held: dict[bytes, tuple[float, list[bytes]]] = {}
         self.held_bytes = 0
+        self.watches: dict[str, tuple[Any, Any, int]] = {}  # node -> (push, monitor, fd)
         self.fd = self.pull.getsockopt(zmq.FD)
         loop.add_reader(self.fd, self._readable)
 
@@ -269,7 +276,62 @@ class NodePorts(_Streams):
                 self.held_bytes -= len(data)
                 self.on_batch(name, memoryview(data)[TOKEN_SIZE:])
 
+    def watch(self, name: str, on_lost: Callable[[str], None]) -> None:
+        """Call `on_lost(name)` once if the tcp connection to `name`'s scheduler 0 drops."""
+        endpoint = self.endpoints.get(name, {}).get(0)
+        if endpoint is None or self.closed:
+            return
+        self._unwatch(name)
+        key = (name, 0)
+        sock = self.push.get(key)
+        if sock is None:
+            sock = self.push[key] = _push(self.ctx, endpoint)
+            self.out[key] = []
+        monitor = sock.get_monitor_socket(_DISCONNECTED)
+        fd = monitor.getsockopt(zmq.FD)
+        self.watches[name] = (sock, monitor, fd)
+        self.loop.add_reader(fd, self._watch_readable, name, on_lost)
+        self._watch_readable(name, on_lost)  # an edge FD: read what came before
+
+    def _watch_readable(self, name: str, on_lost: Callable[[str], None]) -> None:
+        entry = self.watches.get(name)
+        if entry is None:
+            return
+        monitor = entry[1]
+        lost = False
+        try:
+            while monitor.getsockopt(_EVENTS) & _POLLIN:
+                parts = monitor.recv_multipart(zmq.NOBLOCK)
+                if struct.unpack_from("=H", parts[0])[0] == _DISCONNECTED:
+                    lost = True
+        except zmq.ZMQError:
+            return
+        if lost:
+            self._unwatch(name)
+            on_lost(name)
+
+    def _unwatch(self, name: str) -> None:
+        entry = self.watches.pop(name, None)
+        if entry is None:
+            return
+        sock, monitor, fd = entry
+        try:
+            self.loop.remove_reader(fd)
+        except Exception:  # the loop may already be closed
+            pass
+        try:
+            sock.disable_monitor()
+        except zmq.ZMQError:
+            pass
+        monitor.close(linger=0)
+
+    def close(self) -> None:
+        for name in list(self.watches):
+            self._unwatch(name)
+        super().close()
+
     def node_down(self, name: str) -> None:
+        self._unwatch(name)
         self.tokens.pop(name, None)
         self.endpoints.pop(name, None)
         for token in [t for t, n in self.accept.items() if n == name]:
