@@ -55,10 +55,14 @@ def run(
         attributes: node attributes for placement.
         config: application env and kernel settings, a dict or a TOML file path.
 
+    SIGTERM stops the node cleanly (main ends with "shutdown"; `run` returns None), and so
+    does Ctrl-C (SIGINT), which then raises KeyboardInterrupt.
+
     Returns:
         What `main` returned.
 
     Raises:
+        KeyboardInterrupt: Ctrl-C, after the node stopped cleanly.
         ProcessCrash: `main` ended with a reason other than "normal"; `.reason` is it.
         BadArg: an argument has the wrong type or value.
         OtpError: a runtime is already running in this OS process.
@@ -140,6 +144,13 @@ async def _boot(
     elif schedulers > 1:
         pool = Pool(sched, schedulers, max_message_size=max_size, busy_wait=busy_wait)
     stopped_by_signal = False
+    interrupted = False
+
+    def on_sigint() -> None:
+        # Ctrl-C: the same clean stop, then KeyboardInterrupt to the caller (not a crash).
+        nonlocal interrupted
+        interrupted = True
+        on_sigterm()
 
     def on_sigterm() -> None:
         # SIGTERM stops the node cleanly, like Ctrl-C (and Erlang's init:stop on SIGTERM).
@@ -152,8 +163,9 @@ async def _boot(
     main_serial = None
     try:
         loop.add_signal_handler(signal.SIGTERM, on_sigterm)
+        loop.add_signal_handler(signal.SIGINT, on_sigint)
     except (ValueError, RuntimeError, NotImplementedError):
-        pass  # not the main thread: SIGTERM keeps its default meaning
+        pass  # not the main thread: the signals keep their default meaning
     try:
         if pool is not None:
             await pool.start()
@@ -171,6 +183,8 @@ async def _boot(
                 raise
             result = None
         reason = proc.reason
+        if interrupted:
+            raise KeyboardInterrupt  # after the clean stop below
         if stopped_by_signal:
             return result
         if node.halted is not None:  # an application took the node down (see _config.halt)

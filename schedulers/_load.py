@@ -90,8 +90,10 @@ class LoadMonitor:
                 self.sched.long_steps += 1
                 pid = self._running_pid()
                 # Warn once per process (a CPU-bound worker would otherwise flood the log);
-                # every long step is still counted and logged at debug level.
-                first = pid not in self._warned
+                # every long step is still counted and logged at debug level. A step of no
+                # process is the runtime's own (importing a spawn target's module, say):
+                # counted, logged at debug level only.
+                first = pid is not None and pid not in self._warned
                 if first and len(self._warned) < 10_000:
                     self._warned.add(pid)
                 log.log(

@@ -348,6 +348,9 @@ class Router:
     def reply(self, pid: Pid, tag: Any, value: Any) -> None:
         if not self.alive(pid):
             return
+        # Encoded first: a reply that is no term (or too large) raises in the replier, whose
+        # monitor by the caller must then still be there to tell the caller it died.
+        payload = self._payload(value)
         # Replied by the monitored process itself: drop that monitor here and tell the
         # caller, which then has no Demonitor to send.
         me = _current_get(None)
@@ -359,10 +362,9 @@ class Router:
                 released = True
         if type(tag) is Ref and _made_where(tag, pid):
             # A call's tag: a ref made where the caller lives (the usual case).
-            self._to(pid, F.ReplyOf(pid.serial, pid.creation, tag.id, self._payload(value),
-                                    released))
+            self._to(pid, F.ReplyOf(pid.serial, pid.creation, tag.id, payload, released))
         else:
-            self._to(pid, F.Reply(to_wire(pid), to_wire(tag), self._payload(value), released))
+            self._to(pid, F.Reply(to_wire(pid), to_wire(tag), payload, released))
 
     def link(self, sender: Pid, pid: Pid) -> bool:
         """Link to a remote pid; False when its scheduler is down (then: noproc)."""
@@ -423,6 +425,12 @@ class Router:
         sched = self.sched
         name = fn_name(fn)
         wire_args = to_wire(args)
+        if args and len(_raw_encode(wire_args)) > self.max_message_size:
+            # Over the receiver's frame limit the frame would be dropped in transit, unseen.
+            raise BadArg(
+                f"spawn arguments exceed max_message_size ({self.max_message_size} bytes)",
+                "message_too_large",
+            )
         if node is None or node == self.node:
             node = self.node
             creation = self.creations.get(peer)

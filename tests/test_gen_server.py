@@ -848,3 +848,26 @@ def test_a_cast_of_a_non_term_to_another_scheduler_raises_not_serializable():
         return True
 
     assert pyotp.run(main, schedulers=2)
+
+
+class _BadReply(gen_server.GenServer):
+    def init(self, arg):
+        return ("ok", arg)
+
+    def handle_call(self, req, from_, state):
+        return ("reply", {3}, state)  # a set is no term: it cannot cross to the caller
+
+
+def test_a_reply_that_cannot_cross_crashes_the_server_and_the_caller_hears_at_once():
+    """The server dies of NotSerializable; its caller (another scheduler) gets CallExit
+    with that crash, not a CallTimeout (the server's side of the monitor was released
+    before the reply failed to encode)."""
+
+    async def main():
+        pid = await gen_server.start(_BadReply, None, scheduler=1)
+        with pytest.raises(pyotp.CallExit) as info:
+            await gen_server.call(pid, "x", timeout=30)
+        return info.value.reason
+
+    reason = pyotp.run(main, schedulers=2)
+    assert isinstance(reason, pyotp.Crash) and "NotSerializable" in str(reason)

@@ -619,7 +619,11 @@ NODE_SCRIPT = textwrap.dedent(
         await pyotp.receive(("never",))
 
     if __name__ == "__main__":
-        pyotp.run(main, schedulers=2)
+        try:
+            pyotp.run(main, schedulers=2)
+        except KeyboardInterrupt:  # Ctrl-C: a clean stop, then this (not a crash)
+            print("interrupted", flush=True)
+            sys.exit(130)
     """
 )
 
@@ -665,13 +669,28 @@ def test_ctrl_c_stops_a_node_and_every_scheduler(tmp_path):
     proc, children = _start_node(tmp_path)
     proc.send_signal(signal.SIGINT)
     try:
-        proc.wait(timeout=T)
+        out, _ = proc.communicate(timeout=T)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
         proc.stdout.close()
     assert _wait_gone(children)
+    assert out.strip() == "interrupted" and proc.returncode == 130  # run raised it
+
+
+def test_spawn_arguments_over_max_message_size_are_refused_at_spawn():
+    """Else the Spawn frame would be dropped in transit and the pid born lost, unseen."""
+
+    async def main():
+        with pytest.raises(pyotp.BadArg, match="max_message_size"):
+            pyotp.spawn(echo, b"q" * 5000, scheduler=1)
+        pid = pyotp.spawn(echo, scheduler=1)  # still fine afterwards
+        pyotp.send(pid, (pyotp.self(), b"ok"))
+        return (await pyotp.receive((bytes, ANY), timeout=T))[0]
+
+    got = pyotp.run(main, schedulers=2, config={"kernel": {"max_message_size": 2000}})
+    assert got == b"ok"
 
 
 def test_a_message_over_max_message_size_is_refused_at_send_and_harms_no_one():
