@@ -405,14 +405,30 @@ async def system_call(
         raise CallTimeout("timeout", f"{what} {dest!r} timed out after {timeout} s") from None
     if len(msg) == 2:
         sched.demonitor(me, mref, True)
-        return msg[1]
+        value = msg[1]
+        if type(value) is tuple and len(value) == 2 and value[0] == _SYS_ERROR:
+            reason, text = value[1]
+            raise BadArg(f"{what} {dest!r}: its answer cannot reach this process: {text}",
+                         reason)
+        return value
     reason = msg[4]
     raise CallExit(reason, f"{what} {dest!r} failed: the process exited with {reason!r}")
 
 
+_SYS_ERROR = "$sys_error"
+
+
 def system_reply(from_: tuple[Pid, Any], value: Any) -> None:
-    """Reply to a system message (same alias rule as `reply`)."""
-    reply(from_, value)
+    """Reply to a system message (same alias rule as `reply`).
+
+    A value that cannot reach the caller (no term, or over max_message_size, for a caller on
+    another scheduler or node) is answered with an error the caller raises: a debugging
+    call must never crash the process it looks at.
+    """
+    try:
+        reply(from_, value)
+    except BadArg as exc:  # NotSerializable too
+        reply(from_, (_SYS_ERROR, (getattr(exc, "reason", "badarg"), str(exc))))
 
 
 async def stop(dest: Any, reason: Any = "normal", timeout: float | None = None) -> None:

@@ -763,24 +763,24 @@ class _Manager:
         if type(req) is tuple and len(req) == 2 and req[0] == "terminate":
             await self.terminate_server(req[1])
         if req == "get_state":
-            _gen.reply(from_, self.get_state())
+            _gen.system_reply(from_, self.get_state())
         elif type(req) is tuple and len(req) == 2 and req[0] == "replace_state":
-            _gen.reply(from_, self.replace_state(req[1]))
+            _gen.system_reply(from_, self.replace_state(req[1]))
         elif req == "suspend":
             self.suspended = self.proc.suspended = True  # process_info: "suspended"
-            _gen.reply(from_, "ok")
+            _gen.system_reply(from_, "ok")
         elif req == "resume":
             self.suspended = self.proc.suspended = False
-            _gen.reply(from_, "ok")
+            _gen.system_reply(from_, "ok")
         elif req == "get_status":
-            _gen.reply(from_, self.get_status())
+            _gen.system_reply(from_, self.get_status())
         elif type(req) is tuple and len(req) == 4 and req[0] == "code_change":
-            _gen.reply(from_, await self.code_change(req[1], req[2], req[3]))
+            _gen.system_reply(from_, await self.code_change(req[1], req[2], req[3]))
         elif type(req) is tuple and len(req) == 2 and req[0] == "debug":
             self.dbg, answer = _debug.request(self.proc, self.dbg, req[1], self.get_state())
-            _gen.reply(from_, answer)
+            _gen.system_reply(from_, answer)
         else:
-            _gen.reply(from_, ("error", ("unknown_system_msg", req)))
+            _gen.system_reply(from_, ("error", ("unknown_system_msg", req)))
 
     def get_state(self) -> list[tuple[Any, Any, Any]]:
         return [(h.cls, None if h.id is _NO_ID else h.id, h.state) for h in self.handlers]

@@ -632,9 +632,9 @@ async def _system(
                 if _is_awaitable(new):
                     new = await new
             except Exception as e:
-                _gen.reply(from_, ("error", ("callback_failed", Crash.from_exception(e))))
+                _gen.system_reply(from_, ("error", ("callback_failed", Crash.from_exception(e))))
                 return mod, state, extra
-            _gen.reply(from_, new)
+            _gen.system_reply(from_, new)
             return mod, new, extra
         if kind == "code_change" and len(req) == 4:
             mod, state = await _code_change(mod, state, req[2], req[3], from_)
@@ -643,21 +643,21 @@ async def _system(
             info = proc.info if proc.info is not None else {}
             info["debug"], answer = _debug.request(proc, info.get("debug"), req[1], state)
             proc.info = info
-            _gen.reply(from_, answer)
+            _gen.system_reply(from_, answer)
             return mod, state, extra
     elif req == "get_state":
-        _gen.reply(from_, state)
+        _gen.system_reply(from_, state)
         return mod, state, extra
     elif req == "get_status":
-        _gen.reply(from_, _status(proc, mod, state, parent, "running"))
+        _gen.system_reply(from_, _status(proc, mod, state, parent, "running"))
         return mod, state, extra
     elif req == "resume":
-        _gen.reply(from_, "ok")
+        _gen.system_reply(from_, "ok")
         return mod, state, extra
     elif req == "suspend":
-        _gen.reply(from_, "ok")
+        _gen.system_reply(from_, "ok")
         return await _suspended(proc, mod, state, parent)
-    _gen.reply(from_, ("error", ("unknown_system_msg", req)))
+    _gen.system_reply(from_, ("error", ("unknown_system_msg", req)))
     return mod, state, extra
 
 
@@ -681,12 +681,12 @@ async def _suspended(proc: Any, mod: Any, state: Any, parent: Pid) -> tuple[Any,
                 raise _Stop(msg[2], state)
             from_, req = msg[1], msg[2]
             if req == "resume":
-                _gen.reply(from_, "ok")
+                _gen.system_reply(from_, "ok")
                 return mod, state, None
             if req == "suspend":
-                _gen.reply(from_, "ok")
+                _gen.system_reply(from_, "ok")
             elif req == "get_status":
-                _gen.reply(from_, _status(proc, mod, state, parent, "suspended"))
+                _gen.system_reply(from_, _status(proc, mod, state, parent, "suspended"))
             else:
                 mod, state, _ = await _system(proc, mod, state, parent, msg, None)
     finally:

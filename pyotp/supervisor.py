@@ -112,7 +112,7 @@ async def start_link(
     """
     _check_sup(sup, "supervisor.start_link")
     return await gen_server.start_link(
-        _SupServer(sup), arg, name=name, timeout=timeout, **spawn_opts
+        _SupServer, (sup, arg), name=name, timeout=timeout, **spawn_opts
     )
 
 
@@ -127,7 +127,9 @@ async def start(
     """Start a supervisor without a link to the caller (as `gen_server.start`); otherwise
     as `start_link`, with the same return value and errors."""
     _check_sup(sup, "supervisor.start")
-    return await gen_server.start(_SupServer(sup), arg, name=name, timeout=timeout, **spawn_opts)
+    return await gen_server.start(
+        _SupServer, (sup, arg), name=name, timeout=timeout, **spawn_opts
+    )
 
 
 async def stop(sup: Any, reason: Any = "normal", timeout: float | None = None) -> None:
@@ -560,12 +562,12 @@ class _State:
 class _SupServer(gen_server.GenServer):
     """Internal: the gen_server callbacks that run a supervisor."""
 
-    def __init__(self, sup: Any) -> None:
-        self.sup = sup
-
     # ------------------------------------------------------------------ init
 
-    async def init(self, arg: Any) -> Any:
+    async def init(self, sup_and_arg: Any) -> Any:
+        # The user's Supervisor (a class travels by its qualified name, so a supervisor can
+        # start on another scheduler or node) and its init argument.
+        self.sup, arg = sup_and_arg
         _api.process_flag("trap_exit", True)
         me = current_process()
         mod = self.sup() if isinstance(self.sup, type) else self.sup

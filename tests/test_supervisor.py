@@ -848,3 +848,23 @@ def test_supervisor_start_is_unlinked_and_stop_stops_the_tree():
     assert not linked
     assert reason == "shutdown"
     assert name is None
+
+
+def test_a_supervisor_runs_on_another_scheduler_and_sys_cannot_harm_it():
+    """supervisor.start_link(..., scheduler=1) starts the tree there (the Supervisor class
+    travels by name); sys_.get_state of it from here (its state is no term) raises BadArg
+    in the caller instead of crashing the supervisor with its reply."""
+
+    async def main():
+        pyotp.process_flag("trap_exit", True)
+        flags = {"strategy": "one_for_one"}
+        sup = await supervisor.start_link(Sup, (flags, [worker("a")]), scheduler=1)
+        child = (await pids(sup))["a"]
+        with pytest.raises(pyotp.BadArg, match="cannot reach"):
+            await pyotp.sys_.get_state(sup)
+        alive = await pyotp.process_info(sup) is not None
+        pong = await gen_server.call(child, "ping")
+        await supervisor.stop(sup)
+        return sup.scheduler, child.scheduler, alive, pong
+
+    assert pyotp.run(main, schedulers=2) == (1, 1, True, "pong")
