@@ -263,6 +263,35 @@ def test_unauthenticated_and_malformed_data_frames_are_dropped(peer):
     assert run_node(main) == "alive?"
 
 
+def test_held_messages_no_handshake_claims_expire_and_are_logged(monkeypatch, caplog):
+    """A message under a token no handshake gave is held a moment (its NodeUp may be late),
+    then dropped, counted and logged, even if nothing else arrives after it."""
+    from schedulers import get
+    from transport import _zmq
+
+    monkeypatch.setattr(_zmq, "_HELD_FOR", 0.3)
+
+    async def main():
+        ports = get().router.ports
+        sock = zmq.Context.instance().socket(zmq.PUSH)
+        sock.setsockopt(zmq.LINGER, 1000)
+        sock.connect(ports.endpoint)
+        sock.send(b"t" * 32 + b"\x91\x93\x00\x01\x02")  # a token nobody was given
+        sock.close()
+        end = time.monotonic() + T
+        while not ports.held and time.monotonic() < end:
+            await asyncio.sleep(0.02)
+        held = len(ports.held)
+        while ports.held and time.monotonic() < end:
+            await asyncio.sleep(0.05)
+        return held, len(ports.held), ports.rejected
+
+    with caplog.at_level(logging.WARNING, logger="pyotp.transport"):
+        held, left, rejected = run_node(main)
+    assert (held, left, rejected) == (1, 0, 1)
+    assert any("not from an authenticated node" in r.getMessage() for r in caplog.records)
+
+
 def test_a_distributed_node_with_two_schedulers_talks_scheduler_to_scheduler(peer):
     b = peer()
 

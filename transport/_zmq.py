@@ -259,6 +259,9 @@ class NodePorts(_Streams):
         self.tokens: dict[str, bytes] = {}
         self.endpoints: dict[str, dict[int, str]] = {}
         self.rejected = 0
+        self._reported = 0  # rejections logged so far
+        self._report_at = -1.0  # loop time of the last such log line
+        self._expiry: Any = None  # the timer that drops held messages nobody claimed
         self.held: dict[bytes, tuple[float, list[bytes]]] = {}
         self.held_bytes = 0
         self.watches: dict[str, tuple[Any, Any, int]] = {}  # node -> (push, monitor, fd)
@@ -328,6 +331,9 @@ class NodePorts(_Streams):
     def close(self) -> None:
         for name in list(self.watches):
             self._unwatch(name)
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
         super().close()
 
     def node_down(self, name: str) -> None:
@@ -368,18 +374,43 @@ class NodePorts(_Streams):
 
     def _hold(self, token: bytes, data: bytes) -> None:
         now = self.loop.time()
-        for t in [t for t, (deadline, _) in self.held.items() if deadline < now]:
-            _, msgs = self.held.pop(t)
-            self.rejected += len(msgs)
-            self.held_bytes -= sum(len(m) for m in msgs)
+        self._expire_held(now)
         if len(token) < TOKEN_SIZE or self.held_bytes + len(data) > _HELD_MAX:
             self.rejected += 1  # not from an authenticated node: never decoded
+            self._report_rejected()
             return
         entry = self.held.get(token)
         if entry is None:
             entry = self.held[token] = (now + _HELD_FOR, [])
+            if self._expiry is None:
+                self._expiry = self.loop.call_later(_HELD_FOR, self._expire_due)
         entry[1].append(data)
         self.held_bytes += len(data)
+
+    def _expire_due(self) -> None:
+        self._expiry = None
+        self._expire_held(self.loop.time())
+        if self.held and not self.closed:
+            soonest = min(deadline for deadline, _ in self.held.values())
+            self._expiry = self.loop.call_at(soonest, self._expire_due)
+
+    def _expire_held(self, now: float) -> None:
+        """Drop held messages whose token no handshake applied in time (never decoded)."""
+        for t in [t for t, (deadline, _) in self.held.items() if deadline < now]:
+            _, msgs = self.held.pop(t)
+            self.rejected += len(msgs)
+            self.held_bytes -= sum(len(m) for m in msgs)
+        self._report_rejected()
+
+    def _report_rejected(self) -> None:
+        # At most one line a second, with counts: a flood must not flood the log.
+        now = self.loop.time()
+        if self.rejected > self._reported and now - self._report_at >= 1.0:
+            self._report_at = now
+            log.warning("dropped %d message(s) on %s not from an authenticated node "
+                        "(%d so far)", self.rejected - self._reported, self.endpoint,
+                        self.rejected)
+            self._reported = self.rejected
 
     def poll(self) -> bool:
         """Handle one inbound message if one waits (see `Mesh.poll`); True if so."""
