@@ -401,6 +401,10 @@ class Router:
         if self.alive(pid):
             self._to(pid, F.Demonitor(to_wire(pid), to_wire(ref)))
 
+    def demonitor_name(self, name: str, node: str, ref: Ref) -> None:
+        """Drop a monitor by name on another node (that node resolves the name)."""
+        self._to_node(node, 0, F.Demonitor(name, to_wire(ref)))
+
     def down(self, watcher: Pid, ref: Ref, ident: Any, reason: Any) -> None:
         if not self.alive(watcher):
             return
@@ -633,7 +637,15 @@ class Router:
             else:
                 proc.watchers[frame.ref] = (frame.watcher, frame.ident)
         elif t is F.Demonitor:
-            proc = sched.lookup(frame.target)
+            target = frame.target
+            if type(target) is str:  # by name, from another node: resolve it here
+                target = sched.names.get(target)
+                if target is None:
+                    return  # nobody holds it now: the watch went with its process
+                if not sched.is_local(target):
+                    self._to(target, F.Demonitor(to_wire(target), to_wire(frame.ref)))
+                    return
+            proc = sched.lookup(target)
             if proc is not None and proc.watchers:
                 proc.watchers.pop(frame.ref, None)
         elif t is F.DownOf:

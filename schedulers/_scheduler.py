@@ -335,8 +335,12 @@ class Scheduler:
     def demonitor(self, watcher: Process, ref: Ref, flush: bool) -> bool:
         target = watcher.monitors.pop(ref, None) if watcher.monitors else None
         if target is not None:
-            if self.name_monitors:
-                self.name_monitors.pop(ref, None)
+            ident = self.name_monitors.pop(ref, None) if self.name_monitors else None
+            if ident is not None and self.router is not None:
+                # By name on another node: that node resolves the name again to drop it.
+                self.router.demonitor_name(ident[0], ident[1], ref)
+                target = None
+        if target is not None:
             t = target._proc or self.lookup(target)
             if t is not None:
                 if t.watchers:

@@ -141,6 +141,12 @@ async def connect_at(other, when):
     return ok, through
 
 
+def watchers_of(name):
+    """How many monitors watch the local process registered as `name` (white-box)."""
+    proc = pyotp.whereis(name)._proc
+    return len(proc.watchers or ())
+
+
 async def spawn_idle():
     return pyotp.spawn(idle)
 

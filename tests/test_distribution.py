@@ -292,6 +292,28 @@ def test_held_messages_no_handshake_claims_expire_and_are_logged(monkeypatch, ca
     assert any("not from an authenticated node" in r.getMessage() for r in caplog.records)
 
 
+def test_demonitor_of_a_monitor_by_name_on_another_node_drops_the_far_watch(peer):
+    b = peer()
+
+    async def watchers(n):
+        end = time.monotonic() + T
+        while await pyotp.rpc.call(b.name, h.watchers_of, "echo", timeout=T) != n:
+            if time.monotonic() > end:
+                return False
+            await asyncio.sleep(0.02)
+        return True
+
+    async def main():
+        assert await pyotp.net.connect(b.name)
+        assert await watchers(0)
+        ref = pyotp.monitor(("echo", b.name))
+        set_there = await watchers(1)
+        pyotp.demonitor(ref)
+        return set_there, await watchers(0)
+
+    assert run_node(main) == (True, True)
+
+
 def test_a_distributed_node_with_two_schedulers_talks_scheduler_to_scheduler(peer):
     b = peer()
 
