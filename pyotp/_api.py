@@ -529,7 +529,7 @@ async def process_info(pid: Pid, timeout: float | None = _WAIT) -> dict[str, Any
     sched = get()
     proc = sched.resolve(pid)
     if proc is not None:
-        return info_of(proc, me)
+        return info_of(proc, me, sched.name_monitors)
     if sched.router is not None and not sched.is_local(pid):
         if not sched.router.alive(pid):
             return None

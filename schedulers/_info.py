@@ -8,8 +8,12 @@ from typing import Any
 __all__ = ["info_of"]
 
 
-def info_of(proc: Any, me: Any = None) -> dict[str, Any]:
-    """Internal: the process_info dict of a live local process."""
+def info_of(proc: Any, me: Any = None, name_monitors: Any = None) -> dict[str, Any]:
+    """Internal: the process_info dict of a live local process.
+
+    `name_monitors` (the scheduler's ref -> (name, node) of monitors by name on other
+    nodes) makes those read `("process", (name, node))`, as Erlang's process_info does.
+    """
     if proc is me:
         status = "running"
     elif proc.reason is not None:
@@ -27,7 +31,9 @@ def info_of(proc: Any, me: Any = None) -> dict[str, Any]:
         "status": status,
         "message_queue_len": qlen,
         "links": sorted(proc.links) if proc.links else [],
-        "monitors": [("process", p) for p in proc.monitors.values()] if proc.monitors else [],
+        "monitors": [
+            ("process", _monitored(ref, p, name_monitors)) for ref, p in proc.monitors.items()
+        ] if proc.monitors else [],
         "monitored_by": [w for w, _ in proc.watchers.values()] if proc.watchers else [],
         "registered_name": proc.name,
         "trap_exit": proc.trap_exit,
@@ -40,3 +46,14 @@ def info_of(proc: Any, me: Any = None) -> dict[str, Any]:
         "reductions": proc.reductions,
         "memory": memory,
     }
+
+
+def _monitored(ref: Any, pid: Any, name_monitors: Any) -> Any:
+    """What a monitor watches: its pid, or (name, node) for a monitor by name."""
+    if name_monitors and ref in name_monitors:
+        return name_monitors[ref]  # by name on another node
+    target = getattr(pid, "_proc", None)  # by name here: its ident is kept with the watch
+    entry = target.watchers.get(ref) if target is not None and target.watchers else None
+    if entry is not None and type(entry[1]) is tuple:
+        return entry[1]
+    return pid

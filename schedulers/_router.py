@@ -751,7 +751,9 @@ class Router:
                 return
             if op == "process_info":
                 proc = sched.lookup(args)
-                result: Any = ("ok", None if proc is None else info_of(proc))
+                result: Any = (
+                    "ok", None if proc is None else info_of(proc, None, sched.name_monitors)
+                )
             elif op == "processes":
                 result = ("ok", [p.pid for p in sched.procs.values()])
             elif op == "register":

@@ -528,3 +528,24 @@ def test_two_nodes_dialling_each_other_at_once_end_with_one_working_connection(p
     results = run_node(main)
     assert len(results) == 10
     assert [r for r in results if r[2] != (True, True)] == []
+
+
+def test_process_info_lists_a_monitor_by_name_as_name_and_node(peer):
+    """Erlang: process_info(self(), monitors) gives {process, {Name, Node}} for a monitor by
+    name, here or on another node; {process, Pid} for one by pid."""
+    b = peer()
+
+    async def main():
+        assert await pyotp.net.connect(b.name)
+        pid = pyotp.spawn(h.idle)
+        await pyotp.register("local_idle", pid)
+        pyotp.monitor(("echo", b.name))
+        pyotp.monitor("local_idle")
+        pyotp.monitor(pid)
+        info = await pyotp.process_info(pyotp.self())
+        return info["monitors"], pid, pyotp.node()
+
+    monitors, pid, here = run_node(main)
+    assert monitors == [
+        ("process", ("echo", b.name)), ("process", ("local_idle", here)), ("process", pid)
+    ]
