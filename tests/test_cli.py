@@ -28,6 +28,10 @@ TARGETS = textwrap.dedent(
     async def crash():
         raise ValueError("kaput")
 
+    async def forever():
+        print("waiting", flush=True)
+        await pyotp.receive(("never",))
+
     def port():
         print("port", application.get_env("shop", "port", "unset"), flush=True)
 
@@ -201,6 +205,26 @@ def test_run_an_app_until_sigterm_stops_it_cleanly(workdir):
     assert "svc stopped" in out
     assert not any(c.is_running() and c.status() != psutil.STATUS_ZOMBIE for c in children)
     assert not psutil.pid_exists(proc.pid) or psutil.Process(proc.pid).status() == "zombie"
+
+
+def test_ctrl_c_of_a_running_function_stops_cleanly_and_exits_130(workdir):
+    """Ctrl-C is an interrupt, not a crash: a clean stop, then the shell's 128 + SIGINT."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pyotp", "run", "targets:forever", "--schedulers", "2"],
+        cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        _wait_for_line(proc.stdout, "waiting", time.monotonic() + TIMEOUT)
+        children = psutil.Process(proc.pid).children(recursive=True)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err
+    assert "killed" not in err
+    assert not any(c.is_running() and c.status() != psutil.STATUS_ZOMBIE for c in children)
 
 
 def test_run_an_app_whose_top_dies_exits_non_zero(workdir):
