@@ -345,7 +345,8 @@ def _check_name(name: Any, what: str) -> None:
 _WAIT = 10.0  # default seconds the node-wide calls below wait on another scheduler
 
 
-def _check_wait(timeout: Any, what: str) -> None:
+def check_timeout(timeout: Any, what: str) -> None:
+    """Raise BadArg unless `timeout` is None or a number of seconds >= 0."""
     if timeout is not None and (type(timeout) not in (int, float) or timeout < 0):
         raise BadArg(f"{what}: timeout must be None or seconds >= 0, got {timeout!r}")
 
@@ -369,7 +370,7 @@ async def register(name: str, pid: Pid, timeout: float | None = _WAIT) -> bool:
     proc = current_process("pyotp.register()")
     _check_name(name, "register")
     _check_pid(pid, "register")
-    _check_wait(timeout, "register")
+    check_timeout(timeout, "register")
     sched = get()
     if sched.router is None:
         sched.register(name, pid)
@@ -390,7 +391,7 @@ async def unregister(name: str, timeout: float | None = _WAIT) -> None:
     """
     proc = current_process("pyotp.unregister()")
     _check_name(name, "unregister")
-    _check_wait(timeout, "unregister")
+    check_timeout(timeout, "unregister")
     sched = get()
     if sched.router is None:
         sched.unregister(name)
@@ -499,7 +500,7 @@ async def processes(timeout: float | None = _WAIT) -> list[Pid]:
         CallTimeout: a scheduler did not answer within `timeout` seconds (all in all).
     """
     proc = current_process("pyotp.processes()")
-    _check_wait(timeout, "processes")
+    check_timeout(timeout, "processes")
     sched = get()
     pids = [p.pid for p in sched.procs.values()]
     if sched.router is not None:
@@ -525,7 +526,7 @@ async def process_info(pid: Pid, timeout: float | None = _WAIT) -> dict[str, Any
     """
     me = current_process("pyotp.process_info()")
     _check_pid(pid, "process_info")
-    _check_wait(timeout, "process_info")
+    check_timeout(timeout, "process_info")
     sched = get()
     proc = sched.resolve(pid)
     if proc is not None:

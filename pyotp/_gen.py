@@ -37,6 +37,7 @@ from transport import (
 )
 
 from . import _api
+from ._api import check_timeout
 
 _current_get = _current.get
 
@@ -56,12 +57,6 @@ __all__ = [
 
 # pyotp.global_ (which builds on gen_server, which builds on this module) sets itself here.
 global_names: Any = None
-
-
-def check_timeout(timeout: Any, what: str) -> None:
-    """Raise BadArg unless `timeout` is None or a number of seconds >= 0."""
-    if timeout is not None and (type(timeout) not in (int, float) or timeout < 0):
-        raise BadArg(f"{what}: timeout must be None or seconds >= 0, got {timeout!r}")
 
 
 def _check_name(name: Any, what: str) -> None:

@@ -176,12 +176,7 @@ async def _boot(
         main_serial = pid.serial
         node.main = pid
         proc = pid._proc
-        try:
-            result = await proc.task
-        except asyncio.CancelledError:
-            if proc.reason is None:
-                raise
-            result = None
+        result = await _outcome(proc)
         reason = proc.reason
         if interrupted:
             raise KeyboardInterrupt  # after the clean stop below
@@ -210,15 +205,20 @@ async def _boot(
             set_current(None)
 
 
+async def _outcome(proc: Any) -> Any:
+    """Wait for a process this module spawned; return what it returned (None if killed)."""
+    try:
+        return await proc.task
+    except asyncio.CancelledError:
+        if proc.reason is None:
+            raise  # run itself is being cancelled, not the process
+        return None
+
+
 async def _stop_applications(sched: Scheduler) -> None:
     """Stop the started applications before the node leaves the network (a process of its
     own: stopping one is a call to its application master)."""
-    proc = sched.spawn(application._stop_all, (), None)._proc
-    try:
-        await proc.task
-    except asyncio.CancelledError:
-        if proc.reason is None:
-            raise
+    await _outcome(sched.spawn(application._stop_all, (), None)._proc)
 
 
 async def _kernel_boot(sched: Scheduler, cfg: dict) -> None:
@@ -229,12 +229,7 @@ async def _kernel_boot(sched: Scheduler, cfg: dict) -> None:
     if not specs and timeout is None:
         return
     proc = sched.spawn(_dist_ac.boot, (specs, mandatory, optional, timeout), None)._proc
-    try:
-        missing = await proc.task
-    except asyncio.CancelledError:
-        if proc.reason is None:
-            raise
-        missing = None
+    missing = await _outcome(proc)
     if proc.reason != "normal":
         raise OtpError(("kernel_boot_failed", proc.reason),
                        f"pyotp.run: the node's kernel boot step failed: {proc.reason}")

@@ -35,8 +35,7 @@ async def connect(node: str, timeout: float | None = 30.0) -> bool:
     """
     proc = current_process("pyotp.net.connect()")
     _check(node, "net.connect")
-    if timeout is not None and (type(timeout) not in (int, float) or timeout < 0):
-        raise BadArg(f"net.connect: timeout must be None or seconds >= 0, got {timeout!r}")
+    _api.check_timeout(timeout, "net.connect")
     sched = get()
     if node == sched.node:
         return True
