@@ -186,43 +186,46 @@ def _wait_for_line(stream, needle, deadline):
     return seen
 
 
-def test_run_an_app_until_sigterm_stops_it_cleanly(workdir):
+def _run_until_signal(workdir, args, ready_on, ready, sig):
+    """`pyotp run ARGS`; once `ready` shows on its stream `ready_on` ("stdout"/"stderr"),
+    send `sig`. Return (returncode, out, err, its child processes as they were, its pid)."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pyotp", "run", "targets:svc"],
+        [sys.executable, "-m", "pyotp", "run", *args],
         cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
-        _wait_for_line(proc.stderr, "started", time.monotonic() + TIMEOUT)
+        seen = _wait_for_line(getattr(proc, ready_on), ready, time.monotonic() + TIMEOUT)
         children = psutil.Process(proc.pid).children(recursive=True)
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(sig)
         out, err = proc.communicate(timeout=TIMEOUT)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert proc.returncode == 0, err
+    if ready_on == "stdout":
+        out = seen + out
+    else:
+        err = seen + err
+    return proc.returncode, out, err, children, proc.pid
+
+
+def test_run_an_app_until_sigterm_stops_it_cleanly(workdir):
+    code, out, err, children, pid = _run_until_signal(
+        workdir, ["targets:svc"], "stderr", "started", signal.SIGTERM
+    )
+    assert code == 0, err
     assert "svc started normal" in out
     assert "svc stopped" in out
     assert not any(c.is_running() and c.status() != psutil.STATUS_ZOMBIE for c in children)
-    assert not psutil.pid_exists(proc.pid) or psutil.Process(proc.pid).status() == "zombie"
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie"
 
 
 def test_ctrl_c_of_a_running_function_stops_cleanly_and_exits_130(workdir):
     """Ctrl-C is an interrupt, not a crash: a clean stop, then the shell's 128 + SIGINT."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pyotp", "run", "targets:forever", "--schedulers", "2"],
-        cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    code, _, err, children, _ = _run_until_signal(
+        workdir, ["targets:forever", "--schedulers", "2"], "stdout", "waiting", signal.SIGINT
     )
-    try:
-        _wait_for_line(proc.stdout, "waiting", time.monotonic() + TIMEOUT)
-        children = psutil.Process(proc.pid).children(recursive=True)
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=TIMEOUT)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 130, err
+    assert code == 130, err
     assert "killed" not in err
     assert not any(c.is_running() and c.status() != psutil.STATUS_ZOMBIE for c in children)
 

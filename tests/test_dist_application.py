@@ -149,8 +149,17 @@ def runs(seen, node):
     return seen[node] is not None and "shop" in seen[node][0]
 
 
+async def connect_all(*nodes):
+    for n in nodes:
+        assert await pyotp.net.connect(n)
+
+
+def start_events(seen, node):
+    return [e for e in seen[node][1] if e[0] == "start"]
+
+
 def starts(seen, node):
-    return [e[1] for e in seen[node][1] if e[0] == "start"]
+    return [e[1] for e in start_events(seen, node)]
 
 
 def stops(seen, node):
@@ -168,8 +177,7 @@ def test_the_application_runs_only_on_the_highest_priority_node(cluster):
     cluster.launch([n1, n2, n3], config([n1, [n2, n3]], timeout_ms=5000))
 
     async def main():
-        for n in (n1, n2, n3):
-            assert await pyotp.net.connect(n)
+        await connect_all(n1, n2, n3)
         return await wait_for(lambda s: only_runner(s, n1), [n1, n2, n3])
 
     seen = watch(main)
@@ -185,8 +193,7 @@ def test_a_worse_node_that_starts_it_first_waits_for_a_better_one_that_may_start
     cluster.launch([n1, n2], config([n1, n2], timeout_ms=5000), start=False)  # loaded only
 
     async def main():
-        for n in (n1, n2):
-            assert await pyotp.net.connect(n)
+        await connect_all(n1, n2)
         await pyotp.rpc.call(n2, h.start_shop, timeout=T)  # n1 may start it: n2 waits
         mid = await wait_for(lambda s: True, [n1, n2])
         await pyotp.rpc.call(n1, h.start_shop, timeout=T)
@@ -202,8 +209,7 @@ def test_the_wait_for_a_better_node_is_bounded(cluster):
     cluster.launch([n1, n2], config([n1, n2], timeout_ms=300), start=False)  # loaded only
 
     async def main():
-        for n in (n1, n2):
-            assert await pyotp.net.connect(n)
+        await connect_all(n1, n2)
         await pyotp.rpc.call(n2, h.start_shop, timeout=T)
         return await wait_for(lambda s: only_runner(s, n2), [n1, n2])
 
@@ -216,8 +222,7 @@ def test_a_killed_runner_fails_over_to_the_next_node_after_the_timeout(cluster):
     cluster.launch([n1, n2, n3], config([n1, [n2, n3]], timeout_ms=1000))
 
     async def main():
-        for n in (n1, n2, n3):
-            assert await pyotp.net.connect(n)
+        await connect_all(n1, n2, n3)
         await wait_for(lambda s: only_runner(s, n1), [n1, n2, n3])
         killed_at = time.time()
         cluster.kill(n1)
@@ -226,12 +231,12 @@ def test_a_killed_runner_fails_over_to_the_next_node_after_the_timeout(cluster):
         return killed_at, seen
 
     killed_at, seen = watch(main)
-    start = [e for e in seen[n2][1] if e[0] == "start"][-1]
+    start = start_events(seen, n2)[-1]
     assert start[1] == ("failover", n1)
     # Not before the failover timeout (1 s) has run from the kill (a lower bound only: a
     # loaded machine can only make it later). 0.1 s of slack for the two nodes' clocks.
     assert start[2] >= killed_at + 0.9
-    assert [e for e in seen[n3][1] if e[0] == "start" and e[2] > killed_at] == []
+    assert [e for e in start_events(seen, n3) if e[2] > killed_at] == []
 
 
 def test_a_returning_higher_priority_node_takes_the_application_over(cluster):
@@ -240,8 +245,7 @@ def test_a_returning_higher_priority_node_takes_the_application_over(cluster):
     cluster.launch([n1, n2], cfg)
 
     async def main():
-        for n in (n1, n2):
-            assert await pyotp.net.connect(n)
+        await connect_all(n1, n2)
         await wait_for(lambda s: only_runner(s, n1), [n1, n2])
         cluster.kill(n1)
         await wait_for(lambda s: runs(s, n2), [n2])
@@ -253,7 +257,7 @@ def test_a_returning_higher_priority_node_takes_the_application_over(cluster):
     # (at boot n2 may have run it for a moment before the first n1 took it over)
     assert starts(seen, n1) == [("takeover", n2)]
     assert starts(seen, n2)[-1] == ("failover", n1)
-    assert stops(seen, n2)[-1][2] >= [e for e in seen[n1][1] if e[0] == "start"][-1][2]
+    assert stops(seen, n2)[-1][2] >= start_events(seen, n1)[-1][2]
     assert len(stops(seen, n2)) == len(starts(seen, n2))  # it stopped its instance ...
     assert "local" in seen[n2][0]  # ... and the node goes on
 
@@ -263,8 +267,7 @@ def test_application_takeover_moves_the_application_to_the_calling_node(cluster)
     cluster.launch([n1, n2], config([n1, n2]))
 
     async def main():
-        for n in (n1, n2):
-            assert await pyotp.net.connect(n)
+        await connect_all(n1, n2)
         await wait_for(lambda s: only_runner(s, n1), [n1, n2])
         await pyotp.rpc.call(n2, h.take_shop, timeout=T)
         moved = await wait_for(lambda s: only_runner(s, n2) and stops(s, n1), [n1, n2])
@@ -286,8 +289,7 @@ def test_takeover_where_it_was_never_started_is_not_running_distributed(cluster)
     cluster.launch([n2], config([n1, n2]), start=False)  # loaded only
 
     async def main():
-        for n in (n1, n2):
-            assert await pyotp.net.connect(n)
+        await connect_all(n1, n2)
         await wait_for(lambda s: only_runner(s, n1), [n1, n2])
         loaded = await pyotp.rpc.call(n2, h.take_shop_unstarted, False, timeout=T)
         unloaded = await pyotp.rpc.call(n2, h.take_shop_unstarted, True, timeout=T)
@@ -304,8 +306,7 @@ def test_stopping_it_where_it_runs_stops_it_without_failover(cluster):
     cluster.launch([n1, n2], config([n1, n2], timeout_ms=300))
 
     async def main():
-        for n in (n1, n2):
-            assert await pyotp.net.connect(n)
+        await connect_all(n1, n2)
         await wait_for(lambda s: only_runner(s, n1), [n1, n2])
         await pyotp.rpc.call(n1, h.stop_shop, timeout=T)
         seen = await wait_for(lambda s: not runs(s, n1) and stops(s, n1), [n1, n2])
@@ -339,7 +340,7 @@ def _check_failed_over(old_events, seen, new, old):
     """`old` ran prep_stop and stop, then `new` started it with ("failover", old)."""
     kinds = [e[0] for e in old_events]
     assert kinds[-2:] == ["prep_stop", "stop"], old_events
-    start = [e for e in seen[new][1] if e[0] == "start"][-1]
+    start = start_events(seen, new)[-1]
     assert start[1] == ("failover", old)
     assert start[2] >= old_events[-1][2] - 0.1  # after the old stop (0.1 s of clock slack)
 
@@ -351,8 +352,7 @@ def test_stopping_pyotp_run_of_the_app_where_it_runs_lets_the_next_node_fail_ove
     files = cluster.launch_cli([n1, n2], config([n1, n2], timeout_ms=500), tmp_path)
 
     async def main():
-        for n in (n1, n2):
-            assert await pyotp.net.connect(n)
+        await connect_all(n1, n2)
         await wait_for(lambda s: only_runner(s, n1), [n1, n2])
         cluster.procs[n1].send_signal(sig)
         rc = await _exited(cluster.procs[n1])
@@ -372,8 +372,7 @@ def test_a_node_whose_pyotp_run_ends_lets_the_next_node_fail_over(cluster, tmp_p
     cluster.launch([n2], config([n1, n2], timeout_ms=500), start=False)
 
     async def main():
-        for n in (n1, n2):
-            assert await pyotp.net.connect(n)
+        await connect_all(n1, n2)
         for n in (n1, n2):
             await pyotp.rpc.call(n, h.start_shop, timeout=T)
         await wait_for(lambda s: only_runner(s, n1), [n1, n2])
@@ -392,8 +391,7 @@ def test_a_node_of_the_runners_own_group_that_starts_it_stands_by(cluster):
     cluster.launch([na, nb], config([[na, nb]]), start=False)
 
     async def main():
-        for n in (na, nb):
-            assert await pyotp.net.connect(n)
+        await connect_all(na, nb)
         await pyotp.rpc.call(nb, h.start_shop, timeout=T)
         await wait_for(lambda s: only_runner(s, nb), [na, nb])
         await pyotp.rpc.call(na, h.start_shop, timeout=T)  # it decides before returning
@@ -417,8 +415,7 @@ def test_failover_inside_a_group_picks_the_fewest_applications_then_the_lowest_n
     cluster.launch([n1, na, nb], config([n1, group], timeout_ms=300))
 
     async def main():
-        for n in (n1, na, nb):
-            assert await pyotp.net.connect(n)
+        await connect_all(n1, na, nb)
         await wait_for(lambda s: only_runner(s, n1), [n1, na, nb])
         if extra_on_lower:
             await pyotp.rpc.call(na, h.start_extra, timeout=T)
