@@ -178,7 +178,12 @@ class NodeControl:
             )
             self.registered = True
         else:
-            self.sock.bind(f"tcp://{self.host}:{self.port}")
+            try:
+                self.sock.bind(f"tcp://{self.host}:{self.port}")
+            except zmq.ZMQError as e:
+                raise OSError(
+                    e.errno, f"node {self.name}: cannot listen on {self.host}:{self.port}: {e}"
+                ) from None
         self.loop.add_reader(self.sock.getsockopt(zmq.FD), self._router_readable)
         self.router.control_connect = self.connect_soon
         self._spawn(self._ticker())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import random
 import socket
 import subprocess
 import sys
@@ -30,10 +31,31 @@ COOKIE = "testcookie"
 HELPERS = pathlib.Path(__file__).with_name("dist_helpers.py")
 
 
+# Ports for test nodes come from below the kernel's ephemeral range (32768-60999 here), so no
+# outgoing connection's local port can take one between the pick and the node's bind; each
+# xdist worker draws from its own slice, and a port is handed out once per test process.
+_PORT_BASE, _PORT_SLICE = 20_000, 1_000
+_worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+_slice = int(_worker[2:]) % 12 if _worker[2:].isdigit() else 0
+_handed: set[int] = set()
+_next = [random.randrange(_PORT_SLICE)]
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port on 127.0.0.1 free right now, outside the ephemeral range, not handed out before."""
+    for _ in range(_PORT_SLICE):
+        port = _PORT_BASE + _slice * _PORT_SLICE + _next[0] % _PORT_SLICE
+        _next[0] += 1
+        if port in _handed:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed.add(port)
+        return port
+    raise RuntimeError("no free test port left in this worker's slice")
 
 
 def node_name(short: str) -> str:
@@ -52,8 +74,8 @@ class Peer:
         )
         line = self.proc.stdout.readline().strip()
         if line != "ready":
-            self.stop()
-            raise RuntimeError(f"peer {self.name} did not start: {line!r}")
+            err = self.stop()
+            raise RuntimeError(f"peer {self.name} did not start: {line!r}\n{err[-2000:]}")
 
     def kill(self) -> None:
         self.proc.kill()

@@ -8,9 +8,11 @@ only involved where a test is about it.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -339,6 +341,29 @@ def test_connect_to_an_unknown_node_is_false(peer):
         return await pyotp.net.connect(f"ghost@127.0.0.1:{free_port()}")
 
     assert run_node(main) is False
+
+
+def test_a_node_whose_port_is_taken_fails_to_start_naming_the_port():
+    import psutil
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        before = {c.pid for c in psutil.Process().children(recursive=True)}
+
+        async def main():
+            return "ran"
+
+        with pytest.raises(OSError, match=f"cannot listen on 127.0.0.1:{port}") as err:
+            pyotp.run(main, name=f"a{os.getpid()}@127.0.0.1:{port}", cookie=COOKIE,
+                      schedulers=2)
+        assert err.value.errno == errno.EADDRINUSE
+    deadline = time.monotonic() + T
+    while ({c.pid for c in psutil.Process().children(recursive=True)} - before
+           and time.monotonic() < deadline):
+        time.sleep(0.05)
+    assert not {c.pid for c in psutil.Process().children(recursive=True)} - before
 
 
 def test_the_port_mapper_finds_a_node_by_name(tmp_path):

@@ -17,6 +17,7 @@ import msgspec
 import psutil
 import pytest
 import zmq
+from conftest import free_port
 
 import pyotp
 from transport import _epmd as epmd
@@ -24,12 +25,6 @@ from transport import _epmd as epmd
 pytestmark = pytest.mark.slow
 
 IDLE = 30.0  # seconds: long enough that no test's daemon leaves on its own by surprise
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def alive(pid: int) -> bool:
