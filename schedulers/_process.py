@@ -17,11 +17,12 @@ ref that did not exist when it arrived. Every removal from the queue keeps the m
 from __future__ import annotations
 
 import contextvars
+import logging
 from collections import deque
 from itertools import islice
 from typing import Any, Callable
 
-from transport import BadArg, Exit, NotInProcess, Pid, Ref, Timeout
+from transport import BadArg, NotInProcess, Pid, Ref, Timeout
 
 from ._match import compile_patterns
 from ._timers import EXPIRED, TimerWheel
@@ -31,6 +32,7 @@ __all__ = [
     "unpark",
 ]
 
+log = logging.getLogger("pyotp.process")
 _current: contextvars.ContextVar[Process] = contextvars.ContextVar("pyotp_process")
 current = _current.get
 
@@ -230,7 +232,7 @@ async def receive_matching(
 ) -> Any:
     """Internal receive with a compiled matcher (behaviours call this directly)."""
     if proc.reason is not None:
-        raise Exit(proc.reason)
+        await _dead_end(proc)
     mbox = proc.mbox
     if mbox:
         if matcher is None:
@@ -277,6 +279,22 @@ async def receive_matching(
             raise Timeout()
     proc.reductions += 1
     return msg
+
+
+async def _dead_end(proc: Process) -> None:
+    """Park for good a process that is already dead yet called `receive` again.
+
+    Its end was raised in it (a CancelledError or Exit) and its code caught that and went on,
+    e.g. a loop under a bare `except:`. Raising again would spin such a loop and freeze the
+    scheduler; Erlang would not run it at all. So it never runs again: its links and monitors
+    have fired, and at shutdown its task is abandoned (see Scheduler.shutdown).
+    """
+    log.warning(
+        "process %r caught the exit that ended it (%r) and called receive again: it is "
+        "dead and will not run again (do not swallow BaseException in a process)",
+        proc.pid, proc.reason,
+    )
+    await wheel.loop.create_future()  # never resolved
 
 
 def _holds_ref(patterns: tuple, ref: Ref) -> bool:

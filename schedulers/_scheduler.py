@@ -18,6 +18,7 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
 import time
 from collections import deque
@@ -32,6 +33,7 @@ from ._timers import TimerWheel
 __all__ = ["Scheduler", "get", "set_current"]
 
 crash_log = logging.getLogger("pyotp.crash")
+log = logging.getLogger("pyotp.process")
 
 _sched: Scheduler | None = None
 
@@ -487,6 +489,31 @@ class Scheduler:
             handle.cancel()
         self.timers.clear()
         await asyncio.sleep(0)
+        await self._abandon_stuck_tasks()
+
+    async def _abandon_stuck_tasks(self, grace: float = 0.2) -> None:
+        """Leave behind the tasks of dead processes that swallowed their end and run on.
+
+        Such a task never finishes (see _process._dead_end), and the event loop's close
+        would cancel it, let it catch that too, and wait for it forever. It is taken off
+        asyncio's task list and kept alive for good: finalizing its coroutine would run its
+        code once more, after the loop is gone.
+        """
+        runner = Scheduler._run.__code__
+        deadline = self.loop.time() + grace
+        while True:
+            stuck = [
+                t for t in asyncio.all_tasks(self.loop)
+                if not t.done() and getattr(t.get_coro(), "cr_code", None) is runner
+            ]
+            if not stuck or self.loop.time() >= deadline:
+                break
+            await asyncio.sleep(0.01)
+        for task in stuck:
+            log.warning("abandoning %s: its process is dead but its code went on", task)
+            task._log_destroy_pending = False
+            asyncio.tasks._unregister_task(task)
+            ctypes.pythonapi.Py_IncRef(ctypes.py_object(task))
 
 
 def _fn_name(fn: Any) -> str:

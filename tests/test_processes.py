@@ -709,3 +709,47 @@ def test_node_wide_calls_take_a_timeout_and_register_returns_true():
 
     for schedulers in (1, 2):
         assert pyotp.run(main, schedulers=schedulers) == ("timed_name", True, None)
+
+
+_STUBBORN = '''
+import sys, pyotp
+
+async def stubborn(parent):
+    pyotp.send(parent, "ready")
+    while True:
+        try:
+            await pyotp.receive()
+        except:  # swallows CancelledError and Exit too
+            pass
+
+async def main(sched):
+    victim = pyotp.spawn(stubborn, pyotp.self(), scheduler=sched)
+    ref = pyotp.monitor(victim)
+    await pyotp.receive("ready", timeout=10)
+    pyotp.exit(victim, "kill")
+    down = await pyotp.receive(("DOWN", ref, "process", victim, pyotp.ANY), timeout=10)
+    pyotp.spawn(stubborn, pyotp.self(), scheduler=sched)  # alive until the node stops
+    await pyotp.receive("ready", timeout=10)
+    # the scheduler still serves other processes
+    echo = pyotp.spawn(pyotp.send, pyotp.self(), "still here", scheduler=sched)
+    return down[4], await pyotp.receive("still here", timeout=10), echo.scheduler
+
+if __name__ == "__main__":
+    print(pyotp.run(main, int(sys.argv[1]), schedulers=2), flush=True)
+'''
+
+
+@pytest.mark.parametrize("sched", [0, 1])
+def test_a_process_that_swallows_its_kill_neither_freezes_nor_outlives_its_node(tmp_path, sched):
+    """A loop under a bare except: once killed it never runs again (no spin), its monitor
+    fires "killed", other processes go on, and the node stops cleanly at the end."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "stubborn.py"
+    script.write_text(_STUBBORN)
+    done = subprocess.run([sys.executable, str(script), str(sched)], capture_output=True,
+                          text=True, timeout=60, cwd=tmp_path, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == repr(("killed", "still here", sched))
+    assert "caught the exit that ended it ('killed')" in done.stderr
