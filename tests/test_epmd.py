@@ -306,6 +306,16 @@ def test_the_daemon_exits_when_no_node_registered_for_the_idle_time(port):
     assert wait_gone(pid, 10)
 
 
+def test_a_new_daemon_waits_for_its_first_request_longer_than_its_idle_time(port):
+    """A starter slowed down (a loaded machine) still finds the daemon it started."""
+    cmd = [sys.executable, "-m", "transport._epmd", "--port", str(port), "--detach",
+           "--idle", "0.2"]
+    subprocess.run(cmd, check=True, timeout=30)
+    time.sleep(1.0)  # five idle periods before anyone asks
+    pid = epmd.ping(epmd_port=port)
+    assert wait_gone(pid, 10)  # after that first request, the idle time as usual
+
+
 def test_the_idle_time_comes_from_the_environment(port, monkeypatch):
     monkeypatch.setenv("PYOTP_EPMD_IDLE", "0.3")
     epmd.ensure_epmd(port)

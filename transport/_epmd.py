@@ -107,6 +107,7 @@ _MAX_NAMES = 65536  # registrations one daemon holds
 _MAX_NAME = 255
 _BOUND, _IN_USE = b"B", b"U"  # what a detached daemon tells its starter about its bind
 _EXIT_IN_USE = 3
+_FIRST_REQUEST_WAIT = 30.0  # s a new daemon waits for its starter's first request (see serve)
 
 _Name = Annotated[str, msgspec.Meta(min_length=1, max_length=_MAX_NAME)]
 _PortNo = Annotated[int, msgspec.Meta(ge=1, le=65535)]
@@ -628,26 +629,30 @@ def serve(sock: Any, idle: float) -> None:
 
     Idle means: no registration and no request at all for `idle` seconds. Counting requests
     too closes a race: a node that pinged the daemon (in `ensure_epmd`) has `idle` seconds to
-    register before the daemon may leave.
+    register before the daemon may leave. Until its first request the daemon waits at least
+    `_FIRST_REQUEST_WAIT` s, so a starter slowed down by a loaded machine still finds it.
     """
     table = _Table()
     sweep_every = min(1.0, max(0.05, idle / 4))
     last_busy = time.monotonic()
+    served = False
     next_sweep = last_busy + sweep_every
     # This loop is the whole daemon: one request at a time, housekeeping between them.
     while True:
         now = time.monotonic()
-        wait = min(next_sweep, last_busy + idle) - now
+        limit = idle if served else max(idle, _FIRST_REQUEST_WAIT)
+        wait = min(next_sweep, last_busy + limit) - now
         if sock.poll(max(0, int(wait * 1000) + 1), zmq.POLLIN):
             _serve_one(sock, table)
             last_busy = time.monotonic()
+            served = True
         now = time.monotonic()
         if now >= next_sweep:
             table.sweep()
             next_sweep = now + sweep_every
         if table.entries:
             last_busy = now
-        elif now - last_busy >= idle:
+        elif now - last_busy >= limit:
             # A last look, so a request already queued is answered rather than lost.
             if sock.poll(0, zmq.POLLIN):
                 continue
