@@ -16,10 +16,10 @@ Design notes (the loop, in OTP's terms):
 - With `state_enter`, the enter call runs after the state is set and before the transition is
   applied; its actions join the transition's. It may not change state, postpone or insert
   events.
-- The event timeout is cancelled by any received event, and never started while events are
-  queued (they would cancel it anyway). Timers are `send_after` messages carrying a token: a
-  message or queued zero-time event whose token is no longer current is dropped, so a cancelled
-  timer can never fire.
+- The event timeout is cancelled by any event (received or queued, e.g. a zero-time timeout),
+  and never started while events are queued (they would cancel it anyway). Timers are
+  `send_after` messages carrying a token: a message or queued zero-time event whose token is no
+  longer current is dropped, so a cancelled timer can never fire.
 - A crash in a callback calls `terminate` with the `Crash` reason, logs one crash report on
   logger `pyotp.crash`, and ends the process with that reason. Breaking the behaviour's rules
   (a bad return or action, an undefined state function) does the same with OTP's error term
@@ -404,8 +404,8 @@ class _Machine:
                 event = await self._classify(msg)
                 if event is None:
                     continue
-                if "timeout" in self.timers:
-                    self._cancel_timer("timeout")  # any received event cancels it
+            if "timeout" in self.timers:
+                self._cancel_timer("timeout")  # any event, queued or received, cancels it
             self.event = event
             await self._guard(self._handle(event))
             if self.dbg is not None:

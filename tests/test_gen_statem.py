@@ -799,6 +799,25 @@ def test_an_event_timeout_fires_when_idle_and_any_event_cancels_it():
     run(main)
 
 
+def test_a_zero_time_timeout_event_cancels_a_running_event_timeout():
+    """A queued timeout event is an event too: it cancels the event timeout (as in OTP)."""
+
+    async def main():
+        me = pyotp.self()
+        pid = await gen_statem.start(Timers, me)
+        gen_statem.cast(pid, ("actions", [("timeout", 0.05, "never"), (("timeout", "g"), 0, "g0")]))
+        assert await pyotp.receive(timeout=WAIT) == (("timeout", "g"), "g0", "s0")
+        # "update" of a timer that is not running is a zero-time timeout: the same
+        update = ("state_timeout", "update", "u")
+        gen_statem.cast(pid, ("actions", [("timeout", 0.05, "never"), update]))
+        assert await pyotp.receive(timeout=WAIT) == ("state_timeout", "u", "s0")
+        with pytest.raises(pyotp.Timeout):
+            await pyotp.receive(timeout=0.15)
+        await gen_statem.stop(pid)
+
+    run(main)
+
+
 def test_generic_timeouts_are_named_and_survive_events_and_state_changes():
     """Ports gen_statem_SUITE:generic_timers."""
 
