@@ -54,6 +54,8 @@ _crash_log = logging.getLogger("pyotp.crash")
 _MODES = ("state_functions", "handle_event_function")
 _TIMER_MSG = "$gen_statem_timeout"  # (tag, token, timeout type): a timer firing
 _CANCEL = object()
+_BAD_ACTION = "bad_action_from_state_function"
+_BAD_ENTER_ACTION = "bad_state_enter_action_from_state_function"  # postpone, next_event
 
 
 # --------------------------------------------------------------------------- callbacks
@@ -475,7 +477,7 @@ class _Machine:
 
     async def _handle(self, event: tuple) -> None:
         result = await self._call_state(event[0], event[1])
-        kind, nstate, ndata, actions = self._parse(result, False)
+        kind, nstate, ndata, actions = self._parse(result)
         opts = _Opts()
         self._collect(actions, opts, False)
         old = self.state
@@ -497,7 +499,7 @@ class _Machine:
         while True:
             self.event = ("enter", old)
             result = await self._call_state("enter", old)
-            kind, nstate, ndata, actions = self._parse(result, True)
+            kind, nstate, ndata, actions = self._parse(result)
             if nstate != self.state:
                 raise _fail(("bad_state_enter_return_from_state_function", result))
             self.data = ndata
@@ -505,7 +507,7 @@ class _Machine:
             if kind != "repeat":  # repeat_state from an enter call repeats the enter call
                 return
 
-    def _parse(self, result: Any, enter: bool) -> tuple:
+    def _parse(self, result: Any) -> tuple:
         """Return (kind, state, data, actions) of a state callback's result; send stop replies."""
         state, data = self.state, self.data
         if type(result) is str:
@@ -543,57 +545,61 @@ class _Machine:
                 if n == 4:
                     self.data = result[3]
                 raise _Stop(result[1])
-        if enter:
-            raise _fail(("bad_state_enter_return_from_state_function", result))
         raise _fail(("bad_return_from_state_function", result))
 
     def _collect(self, actions: Any, opts: _Opts, enter: bool, init: bool = False) -> None:
-        """Read `actions` in order into `opts`; replies are sent right away."""
+        """Read `actions` in order into `opts`; replies are sent right away.
+
+        Raises:
+            _Error: `(_BAD_ENTER_ACTION, a)` for a postpone or next_event in an enter call,
+                `(_BAD_ACTION, a)` for any other bad action.
+        """
         if actions is None:
             return
-        bad = (
-            "bad_state_enter_action_from_state_function"
-            if enter
-            else ("bad_action_from_state_function")
-        )
         for a in actions if type(actions) is list else [actions]:
             if type(a) is str:
-                if a == "postpone" and not enter and not init:
+                if a == "postpone" and not init:
+                    if enter:
+                        raise _fail((_BAD_ENTER_ACTION, a))
                     opts.postpone = True
                     continue
                 if a == "hibernate":
                     continue  # nothing to shrink: an idle green process holds no stack
-                raise _fail((bad, a))
+                raise _fail((_BAD_ACTION, a))
             if type(a) in (int, float) and type(a) is not bool:
-                self._add_timeout(opts, ("timeout", a, a), bad)  # bare Time, as in OTP
+                self._add_timeout(opts, ("timeout", a, a))  # bare Time, as in OTP
                 continue
             if type(a) is not tuple or not a:
-                raise _fail((bad, a))
+                raise _fail((_BAD_ACTION, a))
             tag, n = a[0], len(a)
             if tag == "reply" and n == 3 and _is_from(a[1]):
                 _gen.reply(a[1], a[2])
                 if self.dbg is not None:
                     self.dbg.msg_out(a[2], a[1])
-            elif tag == "postpone" and n == 2 and type(a[1]) is bool and not enter and not init:
+            elif tag == "postpone" and n == 2 and type(a[1]) is bool and not init:
+                if enter and a[1]:
+                    raise _fail((_BAD_ENTER_ACTION, a))
                 opts.postpone = a[1]
             elif tag == "hibernate" and n == 2 and type(a[1]) is bool:
                 pass
-            elif tag == "next_event" and n == 3 and not enter and _valid_event_type(a[1]):
+            elif tag == "next_event" and enter:
+                raise _fail((_BAD_ENTER_ACTION, a))
+            elif tag == "next_event" and n == 3 and _valid_event_type(a[1]):
                 opts.next_events.append((a[1], a[2]))
             elif tag in ("timeout", "state_timeout") or (
                 type(tag) is tuple and len(tag) == 2 and tag[0] == "timeout"
             ):
-                self._add_timeout(opts, a, bad)
+                self._add_timeout(opts, a)
             else:
-                raise _fail((bad, a))
+                raise _fail((_BAD_ACTION, a))
 
-    def _add_timeout(self, opts: _Opts, a: tuple, bad: str) -> None:
+    def _add_timeout(self, opts: _Opts, a: tuple) -> None:
         ttype, n = a[0], len(a)
         if type(ttype) is tuple:
             try:
                 hash(ttype)
             except TypeError:
-                raise _fail((bad, a)) from None
+                raise _fail((_BAD_ACTION, a)) from None
         if n == 2 and a[1] == "cancel":
             opts.timeouts.append((ttype, _CANCEL, None))
             return
@@ -601,13 +607,13 @@ class _Machine:
             opts.timeouts.append((ttype, "update", a[2]))
             return
         if n not in (3, 4):
-            raise _fail((bad, a))
+            raise _fail((_BAD_ACTION, a))
         t = a[1]
         if t is None or t in ("infinity", "cancel"):
             opts.timeouts.append((ttype, _CANCEL, None))
             return
         if type(t) not in (int, float) or type(t) is bool:
-            raise _fail((bad, a))
+            raise _fail((_BAD_ACTION, a))
         if n == 4:  # options: {"abs": True} or [("abs", True)]: t is a loop.time() instant
             o = a[3]
             absolute = (
@@ -618,7 +624,7 @@ class _Machine:
             if absolute:
                 t = max(0.0, t - get().loop.time())
         if t < 0:
-            raise _fail((bad, a))
+            raise _fail((_BAD_ACTION, a))
         opts.timeouts.append((ttype, t, a[2]))
 
     # ------------------------------------------------------------------ transition, timers

@@ -597,6 +597,12 @@ class Enter(gen_statem.GenStatem):
                 return ("keep_state", data, ["postpone"])
             if state == "bad_next_event":
                 return ("keep_state", data, [("next_event", "internal", 1)])
+            if state == "bad_return":
+                return "bogus"
+            if state == "bad_action":
+                return ("keep_state", data, ["bogus"])
+            if state == "no_postpone":
+                return ("keep_state", data, [("postpone", False), ("state_timeout", 0, "ok")])
             if state == "timed":
                 return ("keep_state", data, [("state_timeout", 0, "from_enter")])
             return ("keep_state", data)
@@ -664,6 +670,9 @@ def test_actions_of_an_enter_call_take_effect():
         ("bad_next", "bad_state_enter_return_from_state_function"),
         ("bad_postpone", "bad_state_enter_action_from_state_function"),
         ("bad_next_event", "bad_state_enter_action_from_state_function"),
+        # any other bad return or action is named as from any state callback (OTP's terms)
+        ("bad_return", "bad_return_from_state_function"),
+        ("bad_action", "bad_action_from_state_function"),
     ],
 )
 def test_an_enter_call_may_not_change_state_postpone_or_insert_events(state, what):
@@ -673,6 +682,17 @@ def test_an_enter_call_may_not_change_state_postpone_or_insert_events(state, wha
         gen_statem.cast(pid, state)
         down = await pyotp.receive(("DOWN", ref, "process", pid, pyotp.ANY), timeout=WAIT)
         assert down[4][0] == what
+
+    run(main)
+
+
+def test_an_enter_call_may_say_postpone_false():
+    async def main():
+        pid = await gen_statem.start(Enter, None)
+        gen_statem.cast(pid, "no_postpone")
+        log = await gen_statem.call(pid, "log", timeout=WAIT)
+        assert log[-3:-1] == [("enter", "a", "no_postpone"), ("state_timeout", "ok", "no_postpone")]
+        await gen_statem.stop(pid)
 
     run(main)
 
