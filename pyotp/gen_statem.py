@@ -550,6 +550,8 @@ class _Machine:
     def _collect(self, actions: Any, opts: _Opts, enter: bool, init: bool = False) -> None:
         """Read `actions` in order into `opts`; replies are sent right away.
 
+        init's actions have no event to postpone: a postpone there is ignored (as in OTP).
+
         Raises:
             _Error: `(_BAD_ENTER_ACTION, a)` for a postpone or next_event in an enter call,
                 `(_BAD_ACTION, a)` for any other bad action.
@@ -558,10 +560,10 @@ class _Machine:
             return
         for a in actions if type(actions) is list else [actions]:
             if type(a) is str:
-                if a == "postpone" and not init:
+                if a == "postpone":
                     if enter:
                         raise _fail((_BAD_ENTER_ACTION, a))
-                    opts.postpone = True
+                    opts.postpone = not init
                     continue
                 if a == "hibernate":
                     continue  # nothing to shrink: an idle green process holds no stack
@@ -576,10 +578,10 @@ class _Machine:
                 _gen.reply(a[1], a[2])
                 if self.dbg is not None:
                     self.dbg.msg_out(a[2], a[1])
-            elif tag == "postpone" and n == 2 and type(a[1]) is bool and not init:
+            elif tag == "postpone" and n == 2 and type(a[1]) is bool:
                 if enter and a[1]:
                     raise _fail((_BAD_ENTER_ACTION, a))
-                opts.postpone = a[1]
+                opts.postpone = a[1] and not init
             elif tag == "hibernate" and n == 2 and type(a[1]) is bool:
                 pass
             elif tag == "next_event" and enter:

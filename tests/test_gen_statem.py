@@ -947,6 +947,29 @@ def test_init_actions_start_timeouts_and_insert_events():
 # --------------------------------------------------------------------------- replies
 
 
+def test_postpone_in_init_actions_is_ignored():
+    """OTP: init's actions run as a state callback's, with postpone forced to false."""
+
+    class Init(gen_statem.GenStatem):
+        callback_mode = "state_functions"
+
+        def init(self, owner):
+            return ("ok", "s", owner, ["postpone", ("postpone", True), ("next_event", "cast", 1)])
+
+        def s(self, etype, content, owner):
+            pyotp.send(owner, (etype, content))
+            return "keep_state_and_data"
+
+    async def main():
+        pid = await gen_statem.start(Init, pyotp.self())
+        assert await pyotp.receive(timeout=WAIT) == ("cast", 1)
+        gen_statem.cast(pid, 2)
+        assert await pyotp.receive(timeout=WAIT) == ("cast", 2)
+        await gen_statem.stop(pid)
+
+    run(main)
+
+
 def test_a_call_can_be_answered_later_with_reply():
     """Ports the deferred-reply part of gen_statem_SUITE (reply/2)."""
 
