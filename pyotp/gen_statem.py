@@ -112,9 +112,17 @@ class GenStatem:
 
 
 def _parse_mode(cls: Any) -> tuple[str, bool]:
+    """Return (mode, state_enter) of `cls.callback_mode` (a str, a list, or a no-argument
+    callable returning one); raise BadArg naming the class when it is none of these."""
     mode = getattr(cls, "callback_mode", None)
     if callable(mode):
-        mode = mode()
+        try:
+            mode = mode()
+        except Exception as e:  # e.g. a method wanting self: not the API's class attribute
+            raise BadArg(
+                f"{getattr(cls, '__qualname__', cls)!r}: callback_mode must be a class attribute "
+                f"(a str or a list of str); calling it raised {e!r}"
+            ) from None
     if type(mode) is str:
         items: list = [mode]
     elif type(mode) in (list, tuple):

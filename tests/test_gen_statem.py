@@ -302,11 +302,20 @@ def test_start_rejects_a_class_with_a_bad_callback_mode():
         def init(self, args):
             return ("ok", "a", None)
 
+    class Method(gen_statem.GenStatem):
+        def callback_mode(self):  # a method, as Erlang's callback_mode/0: not the API's form
+            return "state_functions"
+
+        def init(self, args):
+            return ("ok", "a", None)
+
     async def main():
         with pytest.raises(pyotp.BadArg):
             await gen_statem.start(Bad, None)
         with pytest.raises(pyotp.BadArg):
             await gen_statem.start("not a class", None)
+        with pytest.raises(pyotp.BadArg, match="callback_mode"):
+            await gen_statem.start(Method, None)
 
     run(main)
 
