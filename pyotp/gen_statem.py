@@ -16,10 +16,10 @@ Design notes (the loop, in OTP's terms):
 - With `state_enter`, the enter call runs after the state is set and before the transition is
   applied; its actions join the transition's. It may not change state, postpone or insert
   events.
-- The event timeout is cancelled by any received event, and never started while events are
-  queued (they would cancel it anyway). Timers are `send_after` messages carrying a token: a
-  message or queued zero-time event whose token is no longer current is dropped, so a cancelled
-  timer can never fire.
+- The event timeout is cancelled by any event (received or queued, e.g. a zero-time timeout),
+  and never started while events are queued (they would cancel it anyway). Timers are
+  `send_after` messages carrying a token: a message or queued zero-time event whose token is no
+  longer current is dropped, so a cancelled timer can never fire.
 - A crash in a callback calls `terminate` with the `Crash` reason, logs one crash report on
   logger `pyotp.crash`, and ends the process with that reason. Breaking the behaviour's rules
   (a bad return or action, an undefined state function) does the same with OTP's error term
@@ -54,6 +54,8 @@ _crash_log = logging.getLogger("pyotp.crash")
 _MODES = ("state_functions", "handle_event_function")
 _TIMER_MSG = "$gen_statem_timeout"  # (tag, token, timeout type): a timer firing
 _CANCEL = object()
+_BAD_ACTION = "bad_action_from_state_function"
+_BAD_ENTER_ACTION = "bad_state_enter_action_from_state_function"  # postpone, next_event
 
 
 # --------------------------------------------------------------------------- callbacks
@@ -110,9 +112,17 @@ class GenStatem:
 
 
 def _parse_mode(cls: Any) -> tuple[str, bool]:
+    """Return (mode, state_enter) of `cls.callback_mode` (a str, a list, or a no-argument
+    callable returning one); raise BadArg naming the class when it is none of these."""
     mode = getattr(cls, "callback_mode", None)
     if callable(mode):
-        mode = mode()
+        try:
+            mode = mode()
+        except Exception as e:  # e.g. a method wanting self: not the API's class attribute
+            raise BadArg(
+                f"{getattr(cls, '__qualname__', cls)!r}: callback_mode must be a class attribute "
+                f"(a str or a list of str); calling it raised {e!r}"
+            ) from None
     if type(mode) is str:
         items: list = [mode]
     elif type(mode) in (list, tuple):
@@ -404,8 +414,8 @@ class _Machine:
                 event = await self._classify(msg)
                 if event is None:
                     continue
-                if "timeout" in self.timers:
-                    self._cancel_timer("timeout")  # any received event cancels it
+            if "timeout" in self.timers:
+                self._cancel_timer("timeout")  # any event, queued or received, cancels it
             self.event = event
             await self._guard(self._handle(event))
             if self.dbg is not None:
@@ -475,7 +485,7 @@ class _Machine:
 
     async def _handle(self, event: tuple) -> None:
         result = await self._call_state(event[0], event[1])
-        kind, nstate, ndata, actions = self._parse(result, False)
+        kind, nstate, ndata, actions = self._parse(result)
         opts = _Opts()
         self._collect(actions, opts, False)
         old = self.state
@@ -497,7 +507,7 @@ class _Machine:
         while True:
             self.event = ("enter", old)
             result = await self._call_state("enter", old)
-            kind, nstate, ndata, actions = self._parse(result, True)
+            kind, nstate, ndata, actions = self._parse(result)
             if nstate != self.state:
                 raise _fail(("bad_state_enter_return_from_state_function", result))
             self.data = ndata
@@ -505,7 +515,7 @@ class _Machine:
             if kind != "repeat":  # repeat_state from an enter call repeats the enter call
                 return
 
-    def _parse(self, result: Any, enter: bool) -> tuple:
+    def _parse(self, result: Any) -> tuple:
         """Return (kind, state, data, actions) of a state callback's result; send stop replies."""
         state, data = self.state, self.data
         if type(result) is str:
@@ -543,57 +553,63 @@ class _Machine:
                 if n == 4:
                     self.data = result[3]
                 raise _Stop(result[1])
-        if enter:
-            raise _fail(("bad_state_enter_return_from_state_function", result))
         raise _fail(("bad_return_from_state_function", result))
 
     def _collect(self, actions: Any, opts: _Opts, enter: bool, init: bool = False) -> None:
-        """Read `actions` in order into `opts`; replies are sent right away."""
+        """Read `actions` in order into `opts`; replies are sent right away.
+
+        init's actions have no event to postpone: a postpone there is ignored (as in OTP).
+
+        Raises:
+            _Error: `(_BAD_ENTER_ACTION, a)` for a postpone or next_event in an enter call,
+                `(_BAD_ACTION, a)` for any other bad action.
+        """
         if actions is None:
             return
-        bad = (
-            "bad_state_enter_action_from_state_function"
-            if enter
-            else ("bad_action_from_state_function")
-        )
         for a in actions if type(actions) is list else [actions]:
             if type(a) is str:
-                if a == "postpone" and not enter and not init:
-                    opts.postpone = True
+                if a == "postpone":
+                    if enter:
+                        raise _fail((_BAD_ENTER_ACTION, a))
+                    opts.postpone = not init
                     continue
                 if a == "hibernate":
                     continue  # nothing to shrink: an idle green process holds no stack
-                raise _fail((bad, a))
+                raise _fail((_BAD_ACTION, a))
             if type(a) in (int, float) and type(a) is not bool:
-                self._add_timeout(opts, ("timeout", a, a), bad)  # bare Time, as in OTP
+                self._add_timeout(opts, ("timeout", a, a))  # bare Time, as in OTP
                 continue
             if type(a) is not tuple or not a:
-                raise _fail((bad, a))
+                raise _fail((_BAD_ACTION, a))
             tag, n = a[0], len(a)
             if tag == "reply" and n == 3 and _is_from(a[1]):
                 _gen.reply(a[1], a[2])
                 if self.dbg is not None:
                     self.dbg.msg_out(a[2], a[1])
-            elif tag == "postpone" and n == 2 and type(a[1]) is bool and not enter and not init:
-                opts.postpone = a[1]
+            elif tag == "postpone" and n == 2 and type(a[1]) is bool:
+                if enter and a[1]:
+                    raise _fail((_BAD_ENTER_ACTION, a))
+                opts.postpone = a[1] and not init
             elif tag == "hibernate" and n == 2 and type(a[1]) is bool:
                 pass
-            elif tag == "next_event" and n == 3 and not enter and _valid_event_type(a[1]):
+            elif tag == "next_event" and enter:
+                raise _fail((_BAD_ENTER_ACTION, a))
+            elif tag == "next_event" and n == 3 and _valid_event_type(a[1]):
                 opts.next_events.append((a[1], a[2]))
             elif tag in ("timeout", "state_timeout") or (
                 type(tag) is tuple and len(tag) == 2 and tag[0] == "timeout"
             ):
-                self._add_timeout(opts, a, bad)
+                self._add_timeout(opts, a)
             else:
-                raise _fail((bad, a))
+                raise _fail((_BAD_ACTION, a))
 
-    def _add_timeout(self, opts: _Opts, a: tuple, bad: str) -> None:
+    def _add_timeout(self, opts: _Opts, a: tuple) -> None:
         ttype, n = a[0], len(a)
         if type(ttype) is tuple:
             try:
                 hash(ttype)
             except TypeError:
-                raise _fail((bad, a)) from None
+                raise _fail((_BAD_ACTION, a)) from None
         if n == 2 and a[1] == "cancel":
             opts.timeouts.append((ttype, _CANCEL, None))
             return
@@ -601,13 +617,13 @@ class _Machine:
             opts.timeouts.append((ttype, "update", a[2]))
             return
         if n not in (3, 4):
-            raise _fail((bad, a))
+            raise _fail((_BAD_ACTION, a))
         t = a[1]
         if t is None or t in ("infinity", "cancel"):
             opts.timeouts.append((ttype, _CANCEL, None))
             return
         if type(t) not in (int, float) or type(t) is bool:
-            raise _fail((bad, a))
+            raise _fail((_BAD_ACTION, a))
         if n == 4:  # options: {"abs": True} or [("abs", True)]: t is a loop.time() instant
             o = a[3]
             absolute = (
@@ -618,7 +634,7 @@ class _Machine:
             if absolute:
                 t = max(0.0, t - get().loop.time())
         if t < 0:
-            raise _fail((bad, a))
+            raise _fail((_BAD_ACTION, a))
         opts.timeouts.append((ttype, t, a[2]))
 
     # ------------------------------------------------------------------ transition, timers

@@ -302,11 +302,20 @@ def test_start_rejects_a_class_with_a_bad_callback_mode():
         def init(self, args):
             return ("ok", "a", None)
 
+    class Method(gen_statem.GenStatem):
+        def callback_mode(self):  # a method, as Erlang's callback_mode/0: not the API's form
+            return "state_functions"
+
+        def init(self, args):
+            return ("ok", "a", None)
+
     async def main():
         with pytest.raises(pyotp.BadArg):
             await gen_statem.start(Bad, None)
         with pytest.raises(pyotp.BadArg):
             await gen_statem.start("not a class", None)
+        with pytest.raises(pyotp.BadArg, match="callback_mode"):
+            await gen_statem.start(Method, None)
 
     run(main)
 
@@ -597,6 +606,12 @@ class Enter(gen_statem.GenStatem):
                 return ("keep_state", data, ["postpone"])
             if state == "bad_next_event":
                 return ("keep_state", data, [("next_event", "internal", 1)])
+            if state == "bad_return":
+                return "bogus"
+            if state == "bad_action":
+                return ("keep_state", data, ["bogus"])
+            if state == "no_postpone":
+                return ("keep_state", data, [("postpone", False), ("state_timeout", 0, "ok")])
             if state == "timed":
                 return ("keep_state", data, [("state_timeout", 0, "from_enter")])
             return ("keep_state", data)
@@ -664,6 +679,9 @@ def test_actions_of_an_enter_call_take_effect():
         ("bad_next", "bad_state_enter_return_from_state_function"),
         ("bad_postpone", "bad_state_enter_action_from_state_function"),
         ("bad_next_event", "bad_state_enter_action_from_state_function"),
+        # any other bad return or action is named as from any state callback (OTP's terms)
+        ("bad_return", "bad_return_from_state_function"),
+        ("bad_action", "bad_action_from_state_function"),
     ],
 )
 def test_an_enter_call_may_not_change_state_postpone_or_insert_events(state, what):
@@ -673,6 +691,17 @@ def test_an_enter_call_may_not_change_state_postpone_or_insert_events(state, wha
         gen_statem.cast(pid, state)
         down = await pyotp.receive(("DOWN", ref, "process", pid, pyotp.ANY), timeout=WAIT)
         assert down[4][0] == what
+
+    run(main)
+
+
+def test_an_enter_call_may_say_postpone_false():
+    async def main():
+        pid = await gen_statem.start(Enter, None)
+        gen_statem.cast(pid, "no_postpone")
+        log = await gen_statem.call(pid, "log", timeout=WAIT)
+        assert log[-3:-1] == [("enter", "a", "no_postpone"), ("state_timeout", "ok", "no_postpone")]
+        await gen_statem.stop(pid)
 
     run(main)
 
@@ -799,6 +828,25 @@ def test_an_event_timeout_fires_when_idle_and_any_event_cancels_it():
     run(main)
 
 
+def test_a_zero_time_timeout_event_cancels_a_running_event_timeout():
+    """A queued timeout event is an event too: it cancels the event timeout (as in OTP)."""
+
+    async def main():
+        me = pyotp.self()
+        pid = await gen_statem.start(Timers, me)
+        gen_statem.cast(pid, ("actions", [("timeout", 0.05, "never"), (("timeout", "g"), 0, "g0")]))
+        assert await pyotp.receive(timeout=WAIT) == (("timeout", "g"), "g0", "s0")
+        # "update" of a timer that is not running is a zero-time timeout: the same
+        update = ("state_timeout", "update", "u")
+        gen_statem.cast(pid, ("actions", [("timeout", 0.05, "never"), update]))
+        assert await pyotp.receive(timeout=WAIT) == ("state_timeout", "u", "s0")
+        with pytest.raises(pyotp.Timeout):
+            await pyotp.receive(timeout=0.15)
+        await gen_statem.stop(pid)
+
+    run(main)
+
+
 def test_generic_timeouts_are_named_and_survive_events_and_state_changes():
     """Ports gen_statem_SUITE:generic_timers."""
 
@@ -906,6 +954,29 @@ def test_init_actions_start_timeouts_and_insert_events():
 
 
 # --------------------------------------------------------------------------- replies
+
+
+def test_postpone_in_init_actions_is_ignored():
+    """OTP: init's actions run as a state callback's, with postpone forced to false."""
+
+    class Init(gen_statem.GenStatem):
+        callback_mode = "state_functions"
+
+        def init(self, owner):
+            return ("ok", "s", owner, ["postpone", ("postpone", True), ("next_event", "cast", 1)])
+
+        def s(self, etype, content, owner):
+            pyotp.send(owner, (etype, content))
+            return "keep_state_and_data"
+
+    async def main():
+        pid = await gen_statem.start(Init, pyotp.self())
+        assert await pyotp.receive(timeout=WAIT) == ("cast", 1)
+        gen_statem.cast(pid, 2)
+        assert await pyotp.receive(timeout=WAIT) == ("cast", 2)
+        await gen_statem.stop(pid)
+
+    run(main)
 
 
 def test_a_call_can_be_answered_later_with_reply():
