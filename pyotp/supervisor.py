@@ -758,7 +758,7 @@ class _SupServer(gen_server.GenServer):
             c = next((x for x in s.children if x is key or x.id == key), None)
         if c is None or c.pid != "restarting":
             return ("noreply", s)
-        return await self._restart(c, s)
+        return await self._restart(c, s, key)
 
     async def handle_info(self, msg: Any, s: _State) -> Any:
         if type(msg) is tuple and len(msg) == 3 and msg[0] == "EXIT":
@@ -792,7 +792,7 @@ class _SupServer(gen_server.GenServer):
             return ("noreply", s)
         if s.strategy != "simple_one_for_one":
             c.pid = None
-        return await self._restart(c, s)
+        return await self._restart(c, s, pid)
 
     def _auto_shutdown(self, s: _State) -> bool:
         if s.auto_shutdown == "any_significant":
@@ -810,22 +810,16 @@ class _SupServer(gen_server.GenServer):
             r.popleft()
         return len(r) <= s.intensity
 
-    async def _restart(self, c: _Child, s: _State) -> Any:
-        """Restart `c` (and its siblings per the strategy); stop when intensity is exceeded."""
+    async def _restart(self, c: _Child, s: _State, dyn_key: Any = None) -> Any:
+        """Restart `c` (and its siblings per the strategy); stop when intensity is exceeded.
+
+        `dyn_key` is a simple_one_for_one child's key: its old pid, or ("restarting", pid).
+        """
         if not self._add_restart(s):
             _report("reached_max_restart_intensity", "shutdown", c, c.pid, s.name)
             return ("stop", "shutdown", s)
         if s.strategy == "simple_one_for_one":
-            kind, v = await _start(c)
-            if kind == "ok":
-                c.pid = v
-                s.dyn[v] = c
-            elif kind == "error":
-                _report("start_error", v, c, None, s.name)
-                key = _api.make_ref()
-                c.pid = "restarting"
-                s.dyn[key] = c
-                gen_server.cast(current_process().pid, ("$try_again", key))
+            await self._restart_dynamic(c, s, dyn_key)
             return ("noreply", s)
         if s.strategy == "one_for_one":
             group = [c]
@@ -857,6 +851,24 @@ class _SupServer(gen_server.GenServer):
             if v is not None:
                 _progress(s, x)
         return ("noreply", s)
+
+    async def _restart_dynamic(self, c: _Child, s: _State, dyn_key: Any) -> None:
+        """Start a simple_one_for_one child again, in place of its entry at `dyn_key`.
+
+        A failed start leaves it listed once, as ("restarting", old_pid), and retries
+        through a cast to itself (as OTP); "ignore" drops it.
+        """
+        s.dyn.pop(dyn_key, None)
+        kind, v = await _start(c)
+        if kind == "ok":
+            c.pid = v
+            s.dyn[v] = c
+        elif kind == "error":
+            _report("start_error", v, c, None, s.name)
+            key = dyn_key if type(dyn_key) is tuple else ("restarting", dyn_key)
+            c.pid = "restarting"
+            s.dyn[key] = c
+            gen_server.cast(current_process().pid, ("$try_again", key))
 
     # ------------------------------------------------------------------ termination
 

@@ -351,6 +351,44 @@ def test_simple_one_for_one_stops_all_children_when_it_stops():
     assert pyotp.run(main) == [("stop", n, "shutdown") for n in range(3)]
 
 
+def _flaky_dynamic_start(fails_on, attempts, watcher):
+    """A simple_one_for_one start function failing on the attempt numbers in `fails_on`;
+    each failure is reported to `watcher` as ("failed", n)."""
+
+    async def start():
+        attempts.append(1)
+        if len(attempts) in fails_on:
+            pyotp.send(watcher, ("failed", len(attempts)))
+            raise pyotp.StartError("no_start")
+        return await gen_server.start_link(Worker, ("d", {}))
+
+    return start
+
+
+def test_simple_one_for_one_child_that_fails_to_restart_is_retried_and_listed_once():
+    """Ports supervisor_SUITE:hanging_restart_loop_simple (try_again for a dynamic child)."""
+
+    async def main():
+        attempts = []
+        start = _flaky_dynamic_start({2}, attempts, pyotp.self())
+        spec = {"id": "d", "start": (start, ())}
+        sup = await start_sup({"strategy": "simple_one_for_one", "intensity": 5}, [spec])
+        old = await supervisor.start_child(sup, [])
+        await kill_and_wait(old)
+        await pyotp.receive(("failed", 2), timeout=5)
+        await supervisor.count_children(sup)  # the retry (a cast to itself) is done by now
+        wc = await supervisor.which_children(sup)
+        return len(attempts), [c[1] != old and isinstance(c[1], pyotp.Pid) for c in wc], (
+            await supervisor.count_children(sup)
+        )
+
+    assert pyotp.run(main) == (
+        3,
+        [True],
+        {"specs": 1, "active": 1, "supervisors": 0, "workers": 1},
+    )
+
+
 # ------------------------------------------------------------------ restart types
 
 
