@@ -23,6 +23,7 @@ reached_max_restart_intensity at ERROR; child started at INFO.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 import sys
@@ -752,6 +753,10 @@ class _SupServer(gen_server.GenServer):
         return ("noreply", s)
 
     async def _try_again(self, key: Any, s: _State) -> Any:
+        """Retry a child whose restart failed, after letting other processes run: a start
+        function that fails at once would otherwise keep the scheduler until intensity is
+        exceeded, and no request (e.g. terminate_child) could get in between retries."""
+        await asyncio.sleep(0)
         if s.strategy == "simple_one_for_one":
             c = s.dyn.get(key)
         else:

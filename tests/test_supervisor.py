@@ -351,9 +351,9 @@ def test_simple_one_for_one_stops_all_children_when_it_stops():
     assert pyotp.run(main) == [("stop", n, "shutdown") for n in range(3)]
 
 
-def _flaky_dynamic_start(fails_on, attempts, watcher):
-    """A simple_one_for_one start function failing on the attempt numbers in `fails_on`;
-    each failure is reported to `watcher` as ("failed", n)."""
+def _flaky_start(fails_on, attempts, watcher):
+    """A start function failing on the attempt numbers in `fails_on`; each failure is
+    reported to `watcher` as ("failed", n)."""
 
     async def start():
         attempts.append(1)
@@ -370,7 +370,7 @@ def test_simple_one_for_one_child_that_fails_to_restart_is_retried_and_listed_on
 
     async def main():
         attempts = []
-        start = _flaky_dynamic_start({2}, attempts, pyotp.self())
+        start = _flaky_start({2}, attempts, pyotp.self())
         spec = {"id": "d", "start": (start, ())}
         sup = await start_sup({"strategy": "simple_one_for_one", "intensity": 5}, [spec])
         old = await supervisor.start_child(sup, [])
@@ -469,6 +469,33 @@ def test_a_child_that_cannot_restart_is_retried_until_intensity_is_exceeded():
 
     assert pyotp.run(main) == "shutdown"
     assert len(attempts) == 4
+
+
+def test_requests_are_served_between_the_retries_of_a_child_that_cannot_restart():
+    """Ports supervisor_SUITE:hanging_restart_loop: while a child is "restarting" other
+    requests get in; restart_child/delete_child refuse it, terminate_child ends the retries."""
+
+    async def main():
+        attempts = []
+        start = _flaky_start(set(range(2, 100)), attempts, pyotp.self())
+        sup = await start_sup({"intensity": 100}, [{"id": "f", "start": (start, ())}])
+        await kill_and_wait((await pids(sup))["f"])
+        await pyotp.receive(("failed", 2), timeout=5)
+        seen = await pids(sup)
+        errors = []
+        for call in (supervisor.restart_child(sup, "f"), supervisor.delete_child(sup, "f")):
+            with pytest.raises(pyotp.OtpError) as info:
+                await call
+            errors.append(info.value.reason)
+        await supervisor.terminate_child(sup, "f")
+        return seen, errors, await pids(sup), len(attempts) < 100
+
+    assert pyotp.run(main) == (
+        {"f": "restarting"},
+        ["restarting", "restarting"],
+        {"f": None},
+        True,
+    )
 
 
 # ------------------------------------------------------------------ shutdown
