@@ -176,10 +176,11 @@ async def start_child(
 async def terminate_child(sup: Any, child_id: Any, timeout: float | None = None) -> None:
     """Stop a child by its `shutdown`; its spec stays (unless temporary or dynamic).
 
-    For simple_one_for_one, `child_id` is the child's pid.
+    For simple_one_for_one, `child_id` is the child's pid; a dead pid is fine (nothing to do).
 
     Raises:
-        OtpError: "not_found"; "simple_one_for_one" for a non-pid id on such a supervisor.
+        OtpError: "not_found" (for simple_one_for_one: a live pid that is not a child);
+            "simple_one_for_one" for a non-pid id on such a supervisor.
     """
     await _request(sup, ("terminate_child", child_id), timeout)
 
@@ -637,13 +638,7 @@ class _SupServer(gen_server.GenServer):
             return await (self._start_dyn(arg, s) if simple else self._start_static(arg, s))
         if op == "terminate_child":
             if simple:
-                if type(arg) is not Pid:
-                    raise OtpError("simple_one_for_one", "terminate_child needs the child's pid")
-                c = s.dyn.pop(arg, None)
-                if c is None:
-                    raise OtpError("not_found", f"no child with pid {arg!r}")
-                await _stop_children([(arg, c.shutdown, c)], s.name)
-                return None
+                return await self._terminate_dynamic(arg, s)
             c = self._find(s, arg)
             if type(c.pid) is Pid:
                 await _stop_children([(c.pid, c.shutdown, c)], s.name)
@@ -673,6 +668,24 @@ class _SupServer(gen_server.GenServer):
             s.children.remove(c)
             return None
         raise OtpError(("unexpected_call", req), f"supervisor: unexpected call {req!r}")
+
+    @staticmethod
+    async def _terminate_dynamic(pid: Any, s: _State) -> None:
+        """Stop a simple_one_for_one child by its pid; one waiting to restart is dropped.
+
+        A dead pid that is no (longer a) child is fine, as in OTP.
+
+        Raises:
+            OtpError: "simple_one_for_one" when `pid` is not a pid; "not_found" when it is
+                alive but not a child of this supervisor.
+        """
+        if type(pid) is not Pid:
+            raise OtpError("simple_one_for_one", "terminate_child needs the child's pid")
+        c = s.dyn.pop(pid, None) or s.dyn.pop(("restarting", pid), None)
+        if c is None and _alive(pid):
+            raise OtpError("not_found", f"{pid!r} is not a child of this supervisor")
+        if c is not None and type(c.pid) is Pid:
+            await _stop_children([(pid, c.shutdown, c)], s.name)
 
     @staticmethod
     def _find(s: _State, child_id: Any) -> _Child:

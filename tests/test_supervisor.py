@@ -312,9 +312,10 @@ def test_simple_one_for_one_starts_children_with_extra_args():
         assert len(wc) == 2 and c1 not in [c[1] for c in wc]
         await supervisor.terminate_child(sup, c2)
         assert len(await supervisor.which_children(sup)) == 1
+        assert await supervisor.terminate_child(sup, c2) is None  # a dead pid: ok, as OTP
         errors = []
         for call in (
-            supervisor.terminate_child(sup, c2),
+            supervisor.terminate_child(sup, pyotp.self()),
             supervisor.terminate_child(sup, "dyn"),
             supervisor.restart_child(sup, "dyn"),
             supervisor.delete_child(sup, "dyn"),
@@ -387,6 +388,29 @@ def test_simple_one_for_one_child_that_fails_to_restart_is_retried_and_listed_on
         [True],
         {"specs": 1, "active": 1, "supervisors": 0, "workers": 1},
     )
+
+
+def test_simple_one_for_one_terminate_child_of_a_restarting_child_or_a_dead_pid():
+    """Ports supervisor_SUITE:child_adm_simple: terminating a dead pid is ok, an alive pid
+    that is not a child is not_found; a child waiting to restart is removed by its old pid."""
+
+    async def main():
+        attempts = []
+        start = _flaky_start(set(range(2, 100)), attempts, pyotp.self())
+        spec = {"id": "d", "start": (start, ())}
+        sup = await start_sup({"strategy": "simple_one_for_one", "intensity": 100}, [spec])
+        old = await supervisor.start_child(sup, [])
+        await kill_and_wait(old)
+        await pyotp.receive(("failed", 2), timeout=5)
+        restarting = [c[1] for c in await supervisor.which_children(sup)]
+        assert await supervisor.terminate_child(sup, old) is None
+        after = await supervisor.which_children(sup)
+        assert await supervisor.terminate_child(sup, old) is None  # dead pid: ok
+        with pytest.raises(pyotp.OtpError) as info:
+            await supervisor.terminate_child(sup, pyotp.self())
+        return restarting, after, info.value.reason, len(attempts) < 100
+
+    assert pyotp.run(main) == (["restarting"], [], "not_found", True)
 
 
 # ------------------------------------------------------------------ restart types
