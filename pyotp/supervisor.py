@@ -392,7 +392,7 @@ def _parse_flags(flags: Any) -> tuple[str, int, float, str]:
     if type(flags) is tuple and len(flags) == 3:
         flags = {"strategy": flags[0], "intensity": flags[1], "period": flags[2]}
     if type(flags) is not dict:
-        raise _flags_error(("invalid_flags", flags), "flags must be a dict")
+        raise _flags_error(("invalid_type", flags), "flags must be a dict or a 3-tuple")
     strategy = flags.get("strategy", "one_for_one")
     if strategy not in _STRATEGIES:
         raise _flags_error(("invalid_strategy", strategy), f"strategy must be one of {_STRATEGIES}")

@@ -196,6 +196,23 @@ def test_bad_flags_and_bad_init_returns_fail_the_start():
     ]
 
 
+def test_flags_neither_a_dict_nor_a_3_tuple_fail_with_invalid_type():
+    """Ports supervisor_SUITE:sup_flags (flags other than a map or a 3-tuple)."""
+
+    async def main():
+        reasons = []
+        for flags in ("one_for_one", ("one_for_one", 1)):
+            with pytest.raises(pyotp.StartError) as info:
+                await start_sup(flags, [])
+            reasons.append(info.value.reason)
+        return reasons
+
+    assert pyotp.run(main) == [
+        ("supervisor_data", ("invalid_type", "one_for_one")),
+        ("supervisor_data", ("invalid_type", ("one_for_one", 1))),
+    ]
+
+
 def test_a_plain_start_function_returning_a_pid_is_supervised():
     """A start fn that is plain (not async) and returns a linked pid."""
 
