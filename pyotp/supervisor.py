@@ -325,15 +325,7 @@ def _parse_spec(spec: Any, auto_shutdown: str | None) -> _Child:
             f"child {c.id!r}: shutdown must be 'brutal_kill', 'infinity' or seconds >= 0, "
             f"got {sd!r}",
         )
-    mods = spec.get("modules")
-    if mods is None:
-        mods = _default_modules(c.fn, c.args)
-    elif not (mods == "dynamic" or (type(mods) is list and all(type(m) is str for m in mods))):
-        raise _spec_error(
-            ("invalid_modules", mods),
-            f"child {c.id!r}: modules must be a list of str or 'dynamic', got {mods!r}",
-        )
-    c.modules = mods
+    c.modules = _parse_modules(spec.get("modules"), c)
     sig = spec.get("significant", False)
     if type(sig) is not bool:
         raise _spec_error(
@@ -355,6 +347,30 @@ def _parse_spec(spec: Any, auto_shutdown: str | None) -> _Child:
     if opts and _accepts(c.fn, opts):
         c.kwargs = {**c.kwargs, **opts}
     return c
+
+
+def _parse_modules(mods: Any, c: _Child) -> Any:
+    """A spec's modules: "dynamic" or a list of str (default: the start function's module).
+
+    Raises:
+        OtpError: ("invalid_modules", mods) when not a list; ("invalid_module", m) for the
+            first element of the list that is not a str.
+    """
+    if mods is None:
+        return _default_modules(c.fn, c.args)
+    if mods == "dynamic":
+        return mods
+    if type(mods) is not list:
+        raise _spec_error(
+            ("invalid_modules", mods),
+            f"child {c.id!r}: modules must be a list of str or 'dynamic', got {mods!r}",
+        )
+    for m in mods:
+        if type(m) is not str:
+            raise _spec_error(
+                ("invalid_module", m), f"child {c.id!r}: a module name is a str, got {m!r}"
+            )
+    return mods
 
 
 def _parse_specs(specs: list, auto_shutdown: str | None) -> list[_Child]:

@@ -773,6 +773,7 @@ def test_significant_with_auto_shutdown_never_is_a_bad_spec():
         ({"id": "x", "start": (start_ignore, ()), "shutdown": -1}, ("invalid_shutdown", -1)),
         ({"id": "x", "start": (start_ignore, ()), "type": "foo"}, ("invalid_child_type", "foo")),
         ({"id": "x", "start": (start_ignore, ()), "modules": "foo"}, ("invalid_modules", "foo")),
+        ({"id": "x", "start": (start_ignore, ()), "modules": ["m", 1]}, ("invalid_module", 1)),
         (
             {"id": "x", "start": (start_ignore, ()), "significant": True},
             ("bad_combination", [("restart", "permanent"), ("significant", True)]),
