@@ -23,6 +23,7 @@ reached_max_restart_intensity at ERROR; child started at INFO.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 import sys
@@ -175,10 +176,11 @@ async def start_child(
 async def terminate_child(sup: Any, child_id: Any, timeout: float | None = None) -> None:
     """Stop a child by its `shutdown`; its spec stays (unless temporary or dynamic).
 
-    For simple_one_for_one, `child_id` is the child's pid.
+    For simple_one_for_one, `child_id` is the child's pid; a dead pid is fine (nothing to do).
 
     Raises:
-        OtpError: "not_found"; "simple_one_for_one" for a non-pid id on such a supervisor.
+        OtpError: "not_found" (for simple_one_for_one: a live pid that is not a child);
+            "simple_one_for_one" for a non-pid id on such a supervisor.
     """
     await _request(sup, ("terminate_child", child_id), timeout)
 
@@ -323,15 +325,7 @@ def _parse_spec(spec: Any, auto_shutdown: str | None) -> _Child:
             f"child {c.id!r}: shutdown must be 'brutal_kill', 'infinity' or seconds >= 0, "
             f"got {sd!r}",
         )
-    mods = spec.get("modules")
-    if mods is None:
-        mods = _default_modules(c.fn, c.args)
-    elif not (mods == "dynamic" or (type(mods) is list and all(type(m) is str for m in mods))):
-        raise _spec_error(
-            ("invalid_modules", mods),
-            f"child {c.id!r}: modules must be a list of str or 'dynamic', got {mods!r}",
-        )
-    c.modules = mods
+    c.modules = _parse_modules(spec.get("modules"), c)
     sig = spec.get("significant", False)
     if type(sig) is not bool:
         raise _spec_error(
@@ -353,6 +347,30 @@ def _parse_spec(spec: Any, auto_shutdown: str | None) -> _Child:
     if opts and _accepts(c.fn, opts):
         c.kwargs = {**c.kwargs, **opts}
     return c
+
+
+def _parse_modules(mods: Any, c: _Child) -> Any:
+    """A spec's modules: "dynamic" or a list of str (default: the start function's module).
+
+    Raises:
+        OtpError: ("invalid_modules", mods) when not a list; ("invalid_module", m) for the
+            first element of the list that is not a str.
+    """
+    if mods is None:
+        return _default_modules(c.fn, c.args)
+    if mods == "dynamic":
+        return mods
+    if type(mods) is not list:
+        raise _spec_error(
+            ("invalid_modules", mods),
+            f"child {c.id!r}: modules must be a list of str or 'dynamic', got {mods!r}",
+        )
+    for m in mods:
+        if type(m) is not str:
+            raise _spec_error(
+                ("invalid_module", m), f"child {c.id!r}: a module name is a str, got {m!r}"
+            )
+    return mods
 
 
 def _parse_specs(specs: list, auto_shutdown: str | None) -> list[_Child]:
@@ -390,7 +408,7 @@ def _parse_flags(flags: Any) -> tuple[str, int, float, str]:
     if type(flags) is tuple and len(flags) == 3:
         flags = {"strategy": flags[0], "intensity": flags[1], "period": flags[2]}
     if type(flags) is not dict:
-        raise _flags_error(("invalid_flags", flags), "flags must be a dict")
+        raise _flags_error(("invalid_type", flags), "flags must be a dict or a 3-tuple")
     strategy = flags.get("strategy", "one_for_one")
     if strategy not in _STRATEGIES:
         raise _flags_error(("invalid_strategy", strategy), f"strategy must be one of {_STRATEGIES}")
@@ -636,13 +654,7 @@ class _SupServer(gen_server.GenServer):
             return await (self._start_dyn(arg, s) if simple else self._start_static(arg, s))
         if op == "terminate_child":
             if simple:
-                if type(arg) is not Pid:
-                    raise OtpError("simple_one_for_one", "terminate_child needs the child's pid")
-                c = s.dyn.pop(arg, None)
-                if c is None:
-                    raise OtpError("not_found", f"no child with pid {arg!r}")
-                await _stop_children([(arg, c.shutdown, c)], s.name)
-                return None
+                return await self._terminate_dynamic(arg, s)
             c = self._find(s, arg)
             if type(c.pid) is Pid:
                 await _stop_children([(c.pid, c.shutdown, c)], s.name)
@@ -672,6 +684,24 @@ class _SupServer(gen_server.GenServer):
             s.children.remove(c)
             return None
         raise OtpError(("unexpected_call", req), f"supervisor: unexpected call {req!r}")
+
+    @staticmethod
+    async def _terminate_dynamic(pid: Any, s: _State) -> None:
+        """Stop a simple_one_for_one child by its pid; one waiting to restart is dropped.
+
+        A dead pid that is no (longer a) child is fine, as in OTP.
+
+        Raises:
+            OtpError: "simple_one_for_one" when `pid` is not a pid; "not_found" when it is
+                alive but not a child of this supervisor.
+        """
+        if type(pid) is not Pid:
+            raise OtpError("simple_one_for_one", "terminate_child needs the child's pid")
+        c = s.dyn.pop(pid, None) or s.dyn.pop(("restarting", pid), None)
+        if c is None and _alive(pid):
+            raise OtpError("not_found", f"{pid!r} is not a child of this supervisor")
+        if c is not None and type(c.pid) is Pid:
+            await _stop_children([(pid, c.shutdown, c)], s.name)
 
     @staticmethod
     def _find(s: _State, child_id: Any) -> _Child:
@@ -752,13 +782,17 @@ class _SupServer(gen_server.GenServer):
         return ("noreply", s)
 
     async def _try_again(self, key: Any, s: _State) -> Any:
+        """Retry a child whose restart failed, after letting other processes run: a start
+        function that fails at once would otherwise keep the scheduler until intensity is
+        exceeded, and no request (e.g. terminate_child) could get in between retries."""
+        await asyncio.sleep(0)
         if s.strategy == "simple_one_for_one":
             c = s.dyn.get(key)
         else:
             c = next((x for x in s.children if x is key or x.id == key), None)
         if c is None or c.pid != "restarting":
             return ("noreply", s)
-        return await self._restart(c, s)
+        return await self._restart(c, s, key)
 
     async def handle_info(self, msg: Any, s: _State) -> Any:
         if type(msg) is tuple and len(msg) == 3 and msg[0] == "EXIT":
@@ -792,7 +826,7 @@ class _SupServer(gen_server.GenServer):
             return ("noreply", s)
         if s.strategy != "simple_one_for_one":
             c.pid = None
-        return await self._restart(c, s)
+        return await self._restart(c, s, pid)
 
     def _auto_shutdown(self, s: _State) -> bool:
         if s.auto_shutdown == "any_significant":
@@ -810,22 +844,16 @@ class _SupServer(gen_server.GenServer):
             r.popleft()
         return len(r) <= s.intensity
 
-    async def _restart(self, c: _Child, s: _State) -> Any:
-        """Restart `c` (and its siblings per the strategy); stop when intensity is exceeded."""
+    async def _restart(self, c: _Child, s: _State, dyn_key: Any = None) -> Any:
+        """Restart `c` (and its siblings per the strategy); stop when intensity is exceeded.
+
+        `dyn_key` is a simple_one_for_one child's key: its old pid, or ("restarting", pid).
+        """
         if not self._add_restart(s):
             _report("reached_max_restart_intensity", "shutdown", c, c.pid, s.name)
             return ("stop", "shutdown", s)
         if s.strategy == "simple_one_for_one":
-            kind, v = await _start(c)
-            if kind == "ok":
-                c.pid = v
-                s.dyn[v] = c
-            elif kind == "error":
-                _report("start_error", v, c, None, s.name)
-                key = _api.make_ref()
-                c.pid = "restarting"
-                s.dyn[key] = c
-                gen_server.cast(current_process().pid, ("$try_again", key))
+            await self._restart_dynamic(c, s, dyn_key)
             return ("noreply", s)
         if s.strategy == "one_for_one":
             group = [c]
@@ -857,6 +885,24 @@ class _SupServer(gen_server.GenServer):
             if v is not None:
                 _progress(s, x)
         return ("noreply", s)
+
+    async def _restart_dynamic(self, c: _Child, s: _State, dyn_key: Any) -> None:
+        """Start a simple_one_for_one child again, in place of its entry at `dyn_key`.
+
+        A failed start leaves it listed once, as ("restarting", old_pid), and retries
+        through a cast to itself (as OTP); "ignore" drops it.
+        """
+        s.dyn.pop(dyn_key, None)
+        kind, v = await _start(c)
+        if kind == "ok":
+            c.pid = v
+            s.dyn[v] = c
+        elif kind == "error":
+            _report("start_error", v, c, None, s.name)
+            key = dyn_key if type(dyn_key) is tuple else ("restarting", dyn_key)
+            c.pid = "restarting"
+            s.dyn[key] = c
+            gen_server.cast(current_process().pid, ("$try_again", key))
 
     # ------------------------------------------------------------------ termination
 

@@ -196,6 +196,23 @@ def test_bad_flags_and_bad_init_returns_fail_the_start():
     ]
 
 
+def test_flags_neither_a_dict_nor_a_3_tuple_fail_with_invalid_type():
+    """Ports supervisor_SUITE:sup_flags (flags other than a map or a 3-tuple)."""
+
+    async def main():
+        reasons = []
+        for flags in ("one_for_one", ("one_for_one", 1)):
+            with pytest.raises(pyotp.StartError) as info:
+                await start_sup(flags, [])
+            reasons.append(info.value.reason)
+        return reasons
+
+    assert pyotp.run(main) == [
+        ("supervisor_data", ("invalid_type", "one_for_one")),
+        ("supervisor_data", ("invalid_type", ("one_for_one", 1))),
+    ]
+
+
 def test_a_plain_start_function_returning_a_pid_is_supervised():
     """A start fn that is plain (not async) and returns a linked pid."""
 
@@ -312,9 +329,10 @@ def test_simple_one_for_one_starts_children_with_extra_args():
         assert len(wc) == 2 and c1 not in [c[1] for c in wc]
         await supervisor.terminate_child(sup, c2)
         assert len(await supervisor.which_children(sup)) == 1
+        assert await supervisor.terminate_child(sup, c2) is None  # a dead pid: ok, as OTP
         errors = []
         for call in (
-            supervisor.terminate_child(sup, c2),
+            supervisor.terminate_child(sup, pyotp.self()),
             supervisor.terminate_child(sup, "dyn"),
             supervisor.restart_child(sup, "dyn"),
             supervisor.delete_child(sup, "dyn"),
@@ -349,6 +367,67 @@ def test_simple_one_for_one_stops_all_children_when_it_stops():
         return sorted(e for e in log if e[0] == "stop")
 
     assert pyotp.run(main) == [("stop", n, "shutdown") for n in range(3)]
+
+
+def _flaky_start(fails_on, attempts, watcher):
+    """A start function failing on the attempt numbers in `fails_on`; each failure is
+    reported to `watcher` as ("failed", n)."""
+
+    async def start():
+        attempts.append(1)
+        if len(attempts) in fails_on:
+            pyotp.send(watcher, ("failed", len(attempts)))
+            raise pyotp.StartError("no_start")
+        return await gen_server.start_link(Worker, ("d", {}))
+
+    return start
+
+
+def test_simple_one_for_one_child_that_fails_to_restart_is_retried_and_listed_once():
+    """Ports supervisor_SUITE:hanging_restart_loop_simple (try_again for a dynamic child)."""
+
+    async def main():
+        attempts = []
+        start = _flaky_start({2}, attempts, pyotp.self())
+        spec = {"id": "d", "start": (start, ())}
+        sup = await start_sup({"strategy": "simple_one_for_one", "intensity": 5}, [spec])
+        old = await supervisor.start_child(sup, [])
+        await kill_and_wait(old)
+        await pyotp.receive(("failed", 2), timeout=5)
+        await supervisor.count_children(sup)  # the retry (a cast to itself) is done by now
+        wc = await supervisor.which_children(sup)
+        return len(attempts), [c[1] != old and isinstance(c[1], pyotp.Pid) for c in wc], (
+            await supervisor.count_children(sup)
+        )
+
+    assert pyotp.run(main) == (
+        3,
+        [True],
+        {"specs": 1, "active": 1, "supervisors": 0, "workers": 1},
+    )
+
+
+def test_simple_one_for_one_terminate_child_of_a_restarting_child_or_a_dead_pid():
+    """Ports supervisor_SUITE:child_adm_simple: terminating a dead pid is ok, an alive pid
+    that is not a child is not_found; a child waiting to restart is removed by its old pid."""
+
+    async def main():
+        attempts = []
+        start = _flaky_start(set(range(2, 100)), attempts, pyotp.self())
+        spec = {"id": "d", "start": (start, ())}
+        sup = await start_sup({"strategy": "simple_one_for_one", "intensity": 100}, [spec])
+        old = await supervisor.start_child(sup, [])
+        await kill_and_wait(old)
+        await pyotp.receive(("failed", 2), timeout=5)
+        restarting = [c[1] for c in await supervisor.which_children(sup)]
+        assert await supervisor.terminate_child(sup, old) is None
+        after = await supervisor.which_children(sup)
+        assert await supervisor.terminate_child(sup, old) is None  # dead pid: ok
+        with pytest.raises(pyotp.OtpError) as info:
+            await supervisor.terminate_child(sup, pyotp.self())
+        return restarting, after, info.value.reason, len(attempts) < 100
+
+    assert pyotp.run(main) == (["restarting"], [], "not_found", True)
 
 
 # ------------------------------------------------------------------ restart types
@@ -431,6 +510,33 @@ def test_a_child_that_cannot_restart_is_retried_until_intensity_is_exceeded():
 
     assert pyotp.run(main) == "shutdown"
     assert len(attempts) == 4
+
+
+def test_requests_are_served_between_the_retries_of_a_child_that_cannot_restart():
+    """Ports supervisor_SUITE:hanging_restart_loop: while a child is "restarting" other
+    requests get in; restart_child/delete_child refuse it, terminate_child ends the retries."""
+
+    async def main():
+        attempts = []
+        start = _flaky_start(set(range(2, 100)), attempts, pyotp.self())
+        sup = await start_sup({"intensity": 100}, [{"id": "f", "start": (start, ())}])
+        await kill_and_wait((await pids(sup))["f"])
+        await pyotp.receive(("failed", 2), timeout=5)
+        seen = await pids(sup)
+        errors = []
+        for call in (supervisor.restart_child(sup, "f"), supervisor.delete_child(sup, "f")):
+            with pytest.raises(pyotp.OtpError) as info:
+                await call
+            errors.append(info.value.reason)
+        await supervisor.terminate_child(sup, "f")
+        return seen, errors, await pids(sup), len(attempts) < 100
+
+    assert pyotp.run(main) == (
+        {"f": "restarting"},
+        ["restarting", "restarting"],
+        {"f": None},
+        True,
+    )
 
 
 # ------------------------------------------------------------------ shutdown
@@ -667,6 +773,7 @@ def test_significant_with_auto_shutdown_never_is_a_bad_spec():
         ({"id": "x", "start": (start_ignore, ()), "shutdown": -1}, ("invalid_shutdown", -1)),
         ({"id": "x", "start": (start_ignore, ()), "type": "foo"}, ("invalid_child_type", "foo")),
         ({"id": "x", "start": (start_ignore, ()), "modules": "foo"}, ("invalid_modules", "foo")),
+        ({"id": "x", "start": (start_ignore, ()), "modules": ["m", 1]}, ("invalid_module", 1)),
         (
             {"id": "x", "start": (start_ignore, ()), "significant": True},
             ("bad_combination", [("restart", "permanent"), ("significant", True)]),
