@@ -177,6 +177,34 @@ def test_a_suspended_server_queues_other_messages_and_handles_them_in_order_on_r
     assert pyotp.run(main) == [0, 1, 2, 3, 4, 5]
 
 
+class Idle(gen_server.GenServer):
+    """Tells `watcher` each time its idle timeout (re-armed by every call) fires."""
+
+    def init(self, watcher):
+        return ("ok", watcher, 0.2)
+
+    def handle_call(self, req, from_, watcher):
+        return ("reply", "ok", watcher, 0.2)
+
+    def handle_info(self, msg, watcher):
+        pyotp.send(watcher, ("idle", msg))
+        return ("noreply", watcher)
+
+
+def test_a_server_timeout_runs_again_after_suspend_and_resume():
+    """As OTP's gen_server: the loop continues with the same timeout after system messages."""
+
+    async def main():
+        pid = await gen_server.start_link(Idle, pyotp.self())
+        await pyotp.receive(("idle", "timeout"), timeout=WAIT)
+        await gen_server.call(pid, "arm")
+        await sys_.suspend(pid)
+        await sys_.resume(pid)
+        return await pyotp.receive(("idle", pyotp.ANY), timeout=1.0)
+
+    assert pyotp.run(main) == ("idle", "timeout")
+
+
 def test_a_suspended_gen_statem_and_gen_event_manager_queue_events_until_resumed():
     async def main():
         door = await gen_statem.start_link(Door, 3)
