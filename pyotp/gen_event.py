@@ -799,18 +799,17 @@ class _Manager:
         return self.get_state()
 
     def get_status(self) -> tuple[Any, ...]:
+        """OTP's sys:get_status shape, as gen_server's; unlinked, the manager is its own
+        parent. The handlers read as in `get_state`."""
         me = self.proc
-        return (
-            "status",
-            me.pid,
-            ("module", "gen_event"),
-            {
-                "name": me.name,
-                "parent": self.parent,
-                "status": "suspended" if self.suspended else "running",
-                "handlers": [(h.name(), h.supervised, h.state) for h in self.handlers],
-            },
-        )
+        sys_state = "suspended" if self.suspended else "running"
+        parent = self.parent or me.pid
+        misc = [
+            ("header", f"Status for event handler {me.name or me.pid}"),
+            ("data", [("Status", sys_state), ("Logged Events", []), ("Parent", parent)]),
+            ("items", ("Installed handlers", self.get_state())),
+        ]
+        return ("status", me.pid, ("module", "gen_event"), [{}, sys_state, parent, [], misc])
 
     async def code_change(self, module: Any, old_vsn: Any, extra: Any) -> Any:
         """Run `code_change` in every handler whose class lives in `module`.

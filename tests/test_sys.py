@@ -263,6 +263,25 @@ def test_get_status_has_erlangs_shape():
     assert status[3][1] == "running"
 
 
+def test_get_status_of_a_gen_event_manager_has_erlangs_shape():
+    """As OTP's gen_event: [pdict, sys_state, parent, debug, misc]; unlinked, its own parent."""
+
+    async def main():
+        mgr = await gen_event.start()
+        await gen_event.add_handler(mgr, Recorder, None)
+        await sys_.suspend(mgr)
+        suspended = await sys_.get_status(mgr)
+        await sys_.resume(mgr)
+        return mgr, suspended, await sys_.get_status(mgr)
+
+    mgr, suspended, status = pyotp.run(main)
+    assert suspended[3][1] == "suspended"
+    assert status[:3] == ("status", mgr, ("module", "gen_event"))
+    _pdict, sys_state, parent, _debug, misc = status[3]
+    assert (sys_state, parent) == ("running", mgr)
+    assert ("items", ("Installed handlers", [(Recorder, None, [])])) in misc
+
+
 def test_sys_calls_to_a_dead_process_raise_call_exit_noproc():
     async def main():
         pid = await gen_server.start(Counter, 0)
