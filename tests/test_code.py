@@ -138,6 +138,28 @@ def test_a_failing_code_change_leaves_the_old_code_and_state(module):
     assert state == {"log": ["before", "after"]}
 
 
+def test_after_a_failed_code_change_old_vsn_is_the_version_the_process_still_runs(module):
+    """The process stayed on version 1; the next upgrade's code_change gets old_vsn "1" (the
+    module meanwhile loaded as "2" is code it never ran)."""
+    name, write = module
+    write("v1", vsn="1")
+    mod = importlib.import_module(name)
+
+    async def main():
+        pid = await gen_server.start_link(mod.Srv, None)
+        write("v2", FAIL, vsn="2")
+        failed = await code.upgrade(name)
+        write("v3", CHANGE, vsn="3")
+        upgraded = await code.upgrade(name, extra="x")
+        return pid, failed, upgraded, await gen_server.call(pid, "get")
+
+    pid, failed, upgraded, (tag, state) = pyotp.run(main)
+    assert [p for p, _ in failed["failed"]] == [pid]
+    assert upgraded == {"upgraded": [pid], "failed": []}
+    assert tag == "v3"
+    assert state["old_vsn"] == "1"
+
+
 def test_old_vsn_is_none_without_vsn_and_a_gen_statem_is_upgraded_too(module):
     name, write = module
     write("v1", template=STATEM)
