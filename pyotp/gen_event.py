@@ -381,8 +381,22 @@ class _Installed:
 
     def matches(self, spec: Any) -> bool:
         if type(spec) is tuple:
-            return self.id is not _NO_ID and self.cls is spec[0] and self.id == spec[1]
-        return self.id is _NO_ID and self.cls is spec
+            return self.id is not _NO_ID and _same_class(self.cls, spec[0]) and self.id == spec[1]
+        return self.id is _NO_ID and _same_class(self.cls, spec)
+
+
+def _same_class(cls: Any, spec: Any) -> bool:
+    """`spec` names the handler class `cls`: it is `cls`, or the class of the same module and
+    qualified name reloaded since (code.upgrade), as Erlang names a handler by its module. A
+    class made in a function (`<locals>`) is only itself."""
+    if cls is spec:
+        return True
+    return (
+        isinstance(spec, type)
+        and spec.__qualname__ == cls.__qualname__
+        and spec.__module__ == cls.__module__
+        and "<locals>" not in cls.__qualname__
+    )
 
 
 def _split_spec(spec: Any) -> tuple[Any, Any]:

@@ -312,3 +312,44 @@ def test_a_supervisor_is_upgraded_and_keeps_its_running_children(module):
     assert set(result["upgraded"]) == {sup, child}  # the worker's class lives there too
     assert result["failed"] == []
     assert same_child
+
+
+HANDLER = '''
+from pyotp import gen_event
+
+class Log(gen_event.Handler):
+    def init(self, arg):
+        return ("ok", arg)
+
+    def handle_event(self, event, s):
+        return ("ok", s)
+
+    def handle_call(self, req, s):
+        return ("ok", ({tag!r}, s), s)
+
+    def code_change(self, old_vsn, s, extra):
+{code_change}
+'''
+
+
+def test_a_handler_left_on_old_code_is_still_named_by_its_reloaded_class(module):
+    """As Erlang names a handler by its module: after a failed upgrade the module's class
+    (a new object) still reaches the handler that kept the old one."""
+    name, write = module
+    write("v1", template=HANDLER)
+    mod = importlib.import_module(name)
+    from pyotp import gen_event
+
+    async def main():
+        mgr = await gen_event.start_link()
+        await gen_event.add_handler(mgr, mod.Log, "s")
+        write("v2", FAIL, template=HANDLER)
+        result = await code.upgrade(name)
+        reply = await gen_event.call(mgr, mod.Log, "hi")
+        await gen_event.delete_handler(mgr, mod.Log, None)
+        return mgr, result, reply, await gen_event.which_handlers(mgr)
+
+    mgr, result, reply, left = pyotp.run(main)
+    assert [p for p, _ in result["failed"]] == [mgr]
+    assert reply == ("v1", "s")
+    assert left == []
