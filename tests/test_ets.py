@@ -263,6 +263,27 @@ def test_match_object_uses_wildcards_types_and_predicates():
     )
 
 
+def test_an_underscore_in_a_pattern_is_a_wildcard_as_erlangs():
+    """Erlang's '_' (here the str "_") matches anything, in match_object and select."""
+
+    def main():
+        t = ets.new("u", ["ordered_set"])
+        ets.insert(t, [(1, "a", (1, 2)), (2, "b", (3, 4)), (3, "a", (5, 6))])
+        return (
+            ets.match_object(t, ("_", "a", "_")),
+            ets.match_object(t, (2, "_", ("_", 4))),
+            ets.select(t, [(("_", "b", "_"), None, "$_")]),
+            ets.select(t, ("_", "_")),
+        )
+
+    assert pyotp.run(main) == (
+        [(1, "a", (1, 2)), (3, "a", (5, 6))],
+        [(2, "b", (3, 4))],
+        [(2, "b", (3, 4))],
+        [],
+    )
+
+
 def test_select_takes_a_predicate_a_pattern_or_match_spec_clauses():
     """Ports ets_SUITE:t_select (Python form of match specs)."""
 
