@@ -32,6 +32,7 @@ wildcard, a type matches its instances, a callable is a predicate on that elemen
 
 from __future__ import annotations
 
+import sys
 from typing import Any, Callable
 
 from schedulers import ANY, current_process, match
@@ -86,6 +87,9 @@ class _Table:
         if self.type in ("set", "ordered_set"):
             return len(self.data)
         return sum(len(v) for v in self.data.values())
+
+    def memory(self) -> int:
+        return sys.getsizeof(self.data) + sum(sys.getsizeof(o) for o in self.objects())
 
     def keys(self) -> list[Any]:
         if self.type != "ordered_set":
@@ -424,7 +428,8 @@ def info(tab: Any) -> dict[str, Any] | None:
     """Return a dict describing the table, or None when there is no such table (as Erlang's
     `undefined`).
 
-    Keys: id, name, size, type, owner, named_table, keypos, protection.
+    Keys: id, name, size, type, owner, named_table, keypos, protection, node (the owner's),
+    memory (bytes, an estimate: the table and its objects, not what they refer to).
 
     Raises:
         NotInProcess: called outside a pyotp process.
@@ -443,4 +448,6 @@ def info(tab: Any) -> dict[str, Any] | None:
         "named_table": t.named,
         "keypos": t.keypos,
         "protection": t.access,
+        "node": t.owner.node,
+        "memory": t.memory(),
     }

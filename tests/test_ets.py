@@ -157,6 +157,18 @@ def test_info_describes_the_table():
     assert info["id"] == t and info["name"] == "inf"
 
 
+def test_info_gives_the_node_and_memory_as_erlangs():
+    def main():
+        t = ets.new("mem", [])
+        empty = ets.info(t)["memory"]
+        ets.insert(t, [(i, "x" * 100) for i in range(100)])
+        return ets.info(t), empty
+
+    info, empty = pyotp.run(main)
+    assert info["node"] == "nonode@nohost"
+    assert type(info["memory"]) is int and info["memory"] > empty > 0
+
+
 def test_new_refuses_bad_options():
     def main():
         for opts in (["sett"], [("keypos", 0)], "set"):
