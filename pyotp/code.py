@@ -177,7 +177,7 @@ def _reload(module_name: str) -> Any:
             except OSError:
                 pass
         importlib.invalidate_caches()
-        importlib.reload(mod)
+        _reload_fresh_vsn(mod)
     except ModuleNotFoundError as e:
         raise OtpError(("not_loaded", module_name), f"code.upgrade: {e}") from None
     except Exception as e:  # a broken source: nothing is changed
@@ -186,6 +186,22 @@ def _reload(module_name: str) -> Any:
             ("load_failed", crash), f"code.upgrade: {module_name} failed to load"
         ) from None
     return old_vsn
+
+
+def _reload_fresh_vsn(mod: Any) -> None:
+    """Reload `mod` without its old `__vsn__`: a reload runs the new source in the old
+    namespace, so a version that no longer sets it would inherit the old one. A failed
+    reload keeps the old one (even if the new source set it before failing)."""
+    missing = object()
+    vsn = mod.__dict__.pop("__vsn__", missing)
+    try:
+        importlib.reload(mod)
+    except BaseException:
+        if vsn is missing:
+            mod.__dict__.pop("__vsn__", None)
+        else:
+            mod.__dict__["__vsn__"] = vsn
+        raise
 
 
 async def _upgrade_here(

@@ -160,6 +160,25 @@ def test_after_a_failed_code_change_old_vsn_is_the_version_the_process_still_run
     assert state["old_vsn"] == "1"
 
 
+def test_a_version_that_drops_vsn_gives_old_vsn_none_at_the_next_upgrade(module):
+    """A reload re-runs the source in the old module's namespace: a `__vsn__` the new source
+    no longer sets must not survive as the new version's."""
+    name, write = module
+    write("v1", vsn="1")
+    mod = importlib.import_module(name)
+
+    async def main():
+        pid = await gen_server.start_link(mod.Srv, None)
+        write("v2", vsn=None)
+        await code.upgrade(name)
+        write("v3", CHANGE, vsn="3")
+        await code.upgrade(name)
+        return await gen_server.call(pid, "get")
+
+    tag, state = pyotp.run(main)
+    assert tag == "v3" and state["old_vsn"] is None
+
+
 def test_old_vsn_is_none_without_vsn_and_a_gen_statem_is_upgraded_too(module):
     name, write = module
     write("v1", template=STATEM)
