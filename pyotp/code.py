@@ -14,7 +14,9 @@ Behind the scenes, on each scheduler (an OS process with its own `sys.modules`):
    source rewritten within the same second still counts).
 4. Send each one `("code_change", module, old_vsn, extra)`: the behaviour looks its class up
    again in the reloaded module, runs the new class's `code_change(old_vsn, state, extra)` and
-   switches to the new class and state only if that succeeded.
+   switches to the new class and state only if that succeeded. `old_vsn` is the `__vsn__`
+   of the code the process runs: the replaced module's, or for a process a failed
+   code_change left on older code, that older version's (kept in `Process.info["vsn"]`).
 5. Resume each one: the queued messages are handled, in order, by the new code.
 No message is lost or reordered: nothing is taken out of a mailbox but system messages.
 """
@@ -175,7 +177,7 @@ def _reload(module_name: str) -> Any:
             except OSError:
                 pass
         importlib.invalidate_caches()
-        importlib.reload(mod)
+        _reload_fresh_vsn(mod)
     except ModuleNotFoundError as e:
         raise OtpError(("not_loaded", module_name), f"code.upgrade: {e}") from None
     except Exception as e:  # a broken source: nothing is changed
@@ -186,6 +188,22 @@ def _reload(module_name: str) -> Any:
     return old_vsn
 
 
+def _reload_fresh_vsn(mod: Any) -> None:
+    """Reload `mod` without its old `__vsn__`: a reload runs the new source in the old
+    namespace, so a version that no longer sets it would inherit the old one. A failed
+    reload keeps the old one (even if the new source set it before failing)."""
+    missing = object()
+    vsn = mod.__dict__.pop("__vsn__", missing)
+    try:
+        importlib.reload(mod)
+    except BaseException:
+        if vsn is missing:
+            mod.__dict__.pop("__vsn__", None)
+        else:
+            mod.__dict__["__vsn__"] = vsn
+        raise
+
+
 async def _upgrade_here(
     module_name: str, extra: Any, timeout: float | None, skip: Pid
 ) -> tuple[list[Pid], list[tuple[Any, Any]]]:
@@ -193,31 +211,33 @@ async def _upgrade_here(
     me = current_process()
     sched = get()
     targets = [
-        p.pid
+        p
         for p in list(sched.procs.values())
         if p is not me and p.pid != skip and p.reason is None and _runs_module(p, module_name)
     ]
     failed: list[tuple[Any, Any]] = []
-    suspended: list[Pid] = []
-    for pid in targets:
+    suspended: list[Any] = []
+    for proc in targets:
         try:
-            await _gen.system_call(pid, "suspend", timeout, "code.upgrade")
-            suspended.append(pid)
+            await _gen.system_call(proc.pid, "suspend", timeout, "code.upgrade")
+            suspended.append(proc)
         except (CallExit, CallTimeout) as e:
-            failed.append((pid, e.reason))
+            failed.append((proc.pid, e.reason))
             if isinstance(e, CallTimeout):
-                _resume_later(pid)
+                _resume_later(proc.pid)
     try:
         old_vsn = _reload(module_name)
     except OtpError:
-        for pid in suspended:
-            _resume_later(pid)
+        for proc in suspended:
+            _resume_later(proc.pid)
         raise
     upgraded: list[Pid] = []
-    for pid in suspended:
+    for proc in suspended:
+        pid = proc.pid
+        vsn = _running_vsn(proc, old_vsn)
         try:
             r = await _gen.system_call(
-                pid, ("code_change", module_name, old_vsn, extra), timeout, "code.upgrade"
+                pid, ("code_change", module_name, vsn, extra), timeout, "code.upgrade"
             )
         except (CallExit, CallTimeout) as e:
             failed.append((pid, e.reason))
@@ -227,11 +247,27 @@ async def _upgrade_here(
             upgraded.append(pid)
         else:
             failed.append((pid, r[1] if type(r) is tuple and len(r) == 2 else r))
+        _record_vsn(proc, r == "ok", vsn)
         try:
             await _gen.system_call(pid, "resume", timeout, "code.upgrade")
         except (CallExit, CallTimeout):
             _resume_later(pid)
     return upgraded, failed
+
+
+def _running_vsn(proc: Any, module_vsn: Any) -> Any:
+    """The `__vsn__` of the code `proc` runs: the module's, unless a failed code_change left
+    it on an older version."""
+    info = proc.info
+    return info["vsn"] if info and "vsn" in info else module_vsn
+
+
+def _record_vsn(proc: Any, changed: bool, vsn: Any) -> None:
+    """After a code_change: `proc` runs the loaded module (`changed`), or stays on `vsn`."""
+    if changed:
+        proc.info.pop("vsn", None)
+    else:
+        proc.info["vsn"] = vsn
 
 
 def _resume_later(pid: Pid) -> None:

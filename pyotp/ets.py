@@ -26,12 +26,13 @@ Match specs (`select`): the Python form is either
         pattern matches and whose guard (None, or `fn(obj) -> bool`) holds gives `result`
         ("$_" for the whole object, or `fn(obj) -> value`) — Erlang's `[{Head, Guards,
         Body}]`.
-Patterns are `pyotp.match` patterns: `pyotp.ANY` is a wildcard, a type matches its
-instances, a callable is a predicate on that element.
+Patterns are `pyotp.match` patterns: `pyotp.ANY` (or Erlang's `'_'`, the str "_") is a
+wildcard, a type matches its instances, a callable is a predicate on that element.
 """
 
 from __future__ import annotations
 
+import sys
 from typing import Any, Callable
 
 from schedulers import ANY, current_process, match
@@ -86,6 +87,9 @@ class _Table:
         if self.type in ("set", "ordered_set"):
             return len(self.data)
         return sum(len(v) for v in self.data.values())
+
+    def memory(self) -> int:
+        return sys.getsizeof(self.data) + sum(sys.getsizeof(o) for o in self.objects())
 
     def keys(self) -> list[Any]:
         if self.type != "ordered_set":
@@ -225,6 +229,20 @@ def _is_ground(p: Any) -> bool:
     return not callable(p)
 
 
+def _wild(p: Any) -> Any:
+    """Pattern `p` with each "_" (Erlang's '_') turned into `ANY`."""
+    tp = type(p)
+    if tp is str:
+        return ANY if p == "_" else p
+    if tp is tuple:
+        return tuple(_wild(e) for e in p)
+    if tp is list:
+        return [_wild(e) for e in p]
+    if tp is dict:
+        return {k: _wild(v) for k, v in p.items()}
+    return p
+
+
 def _candidates(t: _Table, pattern: Any) -> list[tuple]:
     # A pattern whose key element is a plain value needs only that key's objects.
     if type(pattern) is tuple and len(pattern) >= t.keypos:
@@ -352,12 +370,14 @@ def delete(tab: Any, key: Any = _ALL) -> bool:
 
 
 def match_object(tab: Any, pattern: Any) -> list[tuple]:
-    """Return the objects that match `pattern` (a `pyotp.match` pattern, e.g. `(ANY, 1)`).
+    """Return the objects that match `pattern` (a `pyotp.match` pattern, e.g. `(ANY, 1)` or
+    `("_", 1)`).
 
     Raises:
         BadArg: unknown table or no read access.
     """
     t = _readable(tab, "match_object")
+    pattern = _wild(pattern)
     return [o for o in _candidates(t, pattern) if match(pattern, o)]
 
 
@@ -372,6 +392,7 @@ def select(tab: Any, spec: Callable[[tuple], Any] | tuple | list) -> list[Any]:
         if not (callable(spec) or type(spec) is tuple or spec is ANY):
             raise BadArg(f"ets.select expects a predicate, a pattern or a list of clauses, "
                          f"got {spec!r}")
+        spec = _wild(spec)
         return [o for o in _candidates(t, spec) if match(spec, o)]
     for c in spec:
         if not (
@@ -383,6 +404,7 @@ def select(tab: Any, spec: Callable[[tuple], Any] | tuple | list) -> list[Any]:
             raise BadArg(
                 f"ets.select: a clause is (pattern, guard fn or None, '$_' or fn), got {c!r}"
             )
+    spec = [(_wild(pattern), guard, result) for pattern, guard, result in spec]
     out: list[Any] = []
     objs = _candidates(t, spec[0][0]) if len(spec) == 1 else t.objects()
     for o in objs:
@@ -406,7 +428,8 @@ def info(tab: Any) -> dict[str, Any] | None:
     """Return a dict describing the table, or None when there is no such table (as Erlang's
     `undefined`).
 
-    Keys: id, name, size, type, owner, named_table, keypos, protection.
+    Keys: id, name, size, type, owner, named_table, keypos, protection, node (the owner's),
+    memory (bytes, an estimate: the table and its objects, not what they refer to).
 
     Raises:
         NotInProcess: called outside a pyotp process.
@@ -425,4 +448,6 @@ def info(tab: Any) -> dict[str, Any] | None:
         "named_table": t.named,
         "keypos": t.keypos,
         "protection": t.access,
+        "node": t.owner.node,
+        "memory": t.memory(),
     }

@@ -381,8 +381,22 @@ class _Installed:
 
     def matches(self, spec: Any) -> bool:
         if type(spec) is tuple:
-            return self.id is not _NO_ID and self.cls is spec[0] and self.id == spec[1]
-        return self.id is _NO_ID and self.cls is spec
+            return self.id is not _NO_ID and _same_class(self.cls, spec[0]) and self.id == spec[1]
+        return self.id is _NO_ID and _same_class(self.cls, spec)
+
+
+def _same_class(cls: Any, spec: Any) -> bool:
+    """`spec` names the handler class `cls`: it is `cls`, or the class of the same module and
+    qualified name reloaded since (code.upgrade), as Erlang names a handler by its module. A
+    class made in a function (`<locals>`) is only itself."""
+    if cls is spec:
+        return True
+    return (
+        isinstance(spec, type)
+        and spec.__qualname__ == cls.__qualname__
+        and spec.__module__ == cls.__module__
+        and "<locals>" not in cls.__qualname__
+    )
 
 
 def _split_spec(spec: Any) -> tuple[Any, Any]:
@@ -799,18 +813,17 @@ class _Manager:
         return self.get_state()
 
     def get_status(self) -> tuple[Any, ...]:
+        """OTP's sys:get_status shape, as gen_server's; unlinked, the manager is its own
+        parent. The handlers read as in `get_state`."""
         me = self.proc
-        return (
-            "status",
-            me.pid,
-            ("module", "gen_event"),
-            {
-                "name": me.name,
-                "parent": self.parent,
-                "status": "suspended" if self.suspended else "running",
-                "handlers": [(h.name(), h.supervised, h.state) for h in self.handlers],
-            },
-        )
+        sys_state = "suspended" if self.suspended else "running"
+        parent = self.parent or me.pid
+        misc = [
+            ("header", f"Status for event handler {me.name or me.pid}"),
+            ("data", [("Status", sys_state), ("Logged Events", []), ("Parent", parent)]),
+            ("items", ("Installed handlers", self.get_state())),
+        ]
+        return ("status", me.pid, ("module", "gen_event"), [{}, sys_state, parent, [], misc])
 
     async def code_change(self, module: Any, old_vsn: Any, extra: Any) -> Any:
         """Run `code_change` in every handler whose class lives in `module`.

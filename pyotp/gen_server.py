@@ -656,13 +656,18 @@ async def _system(
         return mod, state, extra
     elif req == "suspend":
         _gen.system_reply(from_, "ok")
-        return await _suspended(proc, mod, state, parent)
+        return await _suspended(proc, mod, state, parent, extra)
     _gen.system_reply(from_, ("error", ("unknown_system_msg", req)))
     return mod, state, extra
 
 
-async def _suspended(proc: Any, mod: Any, state: Any, parent: Pid) -> tuple[Any, Any, Any]:
+async def _suspended(
+    proc: Any, mod: Any, state: Any, parent: Pid, extra: Any
+) -> tuple[Any, Any, Any]:
     """Handle only system requests until "resume"; other messages wait in the mailbox.
+
+    Returns (mod, state, extra) with `extra` as it was: a timeout runs again after resume,
+    as OTP's loop continues with the same timeout after system messages.
 
     An EXIT from the parent still ends the server (as OTP's suspend loop does), so a node
     shutdown does not wait on a suspended server.
@@ -682,13 +687,13 @@ async def _suspended(proc: Any, mod: Any, state: Any, parent: Pid) -> tuple[Any,
             from_, req = msg[1], msg[2]
             if req == "resume":
                 _gen.system_reply(from_, "ok")
-                return mod, state, None
+                return mod, state, extra
             if req == "suspend":
                 _gen.system_reply(from_, "ok")
             elif req == "get_status":
                 _gen.system_reply(from_, _status(proc, mod, state, parent, "suspended"))
             else:
-                mod, state, _ = await _system(proc, mod, state, parent, msg, None)
+                mod, state, extra = await _system(proc, mod, state, parent, msg, extra)
     finally:
         proc.suspended = False
 

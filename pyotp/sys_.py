@@ -91,9 +91,9 @@ async def resume(dest: Any, timeout: float | None = 5) -> None:
 async def get_status(dest: Any, timeout: float | None = 5) -> Any:
     """Return the status of the process at `dest`, in the shape of Erlang's sys:get_status.
 
-    gen_server / gen_statem: `("status", pid, ("module", "gen_server" | "gen_statem"),
-    [pdict, "running" | "suspended", parent, debug, misc])`; a gen_event manager gives a dict
-    (name, parent, status, handlers) as its fourth element.
+    `("status", pid, ("module", "gen_server" | "gen_statem" | "gen_event"),
+    [pdict, "running" | "suspended", parent, debug, misc])`; a process started without a
+    link is its own parent. A supervisor reads as a gen_server.
 
     Raises:
         CallExit, CallTimeout: as for `get_state`.

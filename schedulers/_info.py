@@ -20,7 +20,7 @@ def info_of(proc: Any, me: Any = None, name_monitors: Any = None) -> dict[str, A
         status = "exiting"
     elif proc.suspended:  # set by the behaviours' suspend loops (sys_.suspend)
         status = "suspended"
-    elif proc.waiter is not None:
+    elif proc.waiter is not None or _blocked(proc.task):
         status = "waiting"
     else:
         status = "runnable"
@@ -46,6 +46,13 @@ def info_of(proc: Any, me: Any = None, name_monitors: Any = None) -> dict[str, A
         "reductions": proc.reductions,
         "memory": memory,
     }
+
+
+def _blocked(task: Any) -> bool:
+    """True when `task` awaits a future that is not done yet (e.g. `asyncio.sleep`): it is
+    off the run queue, as an Erlang process in a receive (`timer:sleep`) is."""
+    waiter = getattr(task, "_fut_waiter", None)
+    return waiter is not None and not waiter.done()
 
 
 def _monitored(ref: Any, pid: Any, name_monitors: Any) -> Any:

@@ -138,6 +138,47 @@ def test_a_failing_code_change_leaves_the_old_code_and_state(module):
     assert state == {"log": ["before", "after"]}
 
 
+def test_after_a_failed_code_change_old_vsn_is_the_version_the_process_still_runs(module):
+    """The process stayed on version 1; the next upgrade's code_change gets old_vsn "1" (the
+    module meanwhile loaded as "2" is code it never ran)."""
+    name, write = module
+    write("v1", vsn="1")
+    mod = importlib.import_module(name)
+
+    async def main():
+        pid = await gen_server.start_link(mod.Srv, None)
+        write("v2", FAIL, vsn="2")
+        failed = await code.upgrade(name)
+        write("v3", CHANGE, vsn="3")
+        upgraded = await code.upgrade(name, extra="x")
+        return pid, failed, upgraded, await gen_server.call(pid, "get")
+
+    pid, failed, upgraded, (tag, state) = pyotp.run(main)
+    assert [p for p, _ in failed["failed"]] == [pid]
+    assert upgraded == {"upgraded": [pid], "failed": []}
+    assert tag == "v3"
+    assert state["old_vsn"] == "1"
+
+
+def test_a_version_that_drops_vsn_gives_old_vsn_none_at_the_next_upgrade(module):
+    """A reload re-runs the source in the old module's namespace: a `__vsn__` the new source
+    no longer sets must not survive as the new version's."""
+    name, write = module
+    write("v1", vsn="1")
+    mod = importlib.import_module(name)
+
+    async def main():
+        pid = await gen_server.start_link(mod.Srv, None)
+        write("v2", vsn=None)
+        await code.upgrade(name)
+        write("v3", CHANGE, vsn="3")
+        await code.upgrade(name)
+        return await gen_server.call(pid, "get")
+
+    tag, state = pyotp.run(main)
+    assert tag == "v3" and state["old_vsn"] is None
+
+
 def test_old_vsn_is_none_without_vsn_and_a_gen_statem_is_upgraded_too(module):
     name, write = module
     write("v1", template=STATEM)
@@ -290,3 +331,44 @@ def test_a_supervisor_is_upgraded_and_keeps_its_running_children(module):
     assert set(result["upgraded"]) == {sup, child}  # the worker's class lives there too
     assert result["failed"] == []
     assert same_child
+
+
+HANDLER = '''
+from pyotp import gen_event
+
+class Log(gen_event.Handler):
+    def init(self, arg):
+        return ("ok", arg)
+
+    def handle_event(self, event, s):
+        return ("ok", s)
+
+    def handle_call(self, req, s):
+        return ("ok", ({tag!r}, s), s)
+
+    def code_change(self, old_vsn, s, extra):
+{code_change}
+'''
+
+
+def test_a_handler_left_on_old_code_is_still_named_by_its_reloaded_class(module):
+    """As Erlang names a handler by its module: after a failed upgrade the module's class
+    (a new object) still reaches the handler that kept the old one."""
+    name, write = module
+    write("v1", template=HANDLER)
+    mod = importlib.import_module(name)
+    from pyotp import gen_event
+
+    async def main():
+        mgr = await gen_event.start_link()
+        await gen_event.add_handler(mgr, mod.Log, "s")
+        write("v2", FAIL, template=HANDLER)
+        result = await code.upgrade(name)
+        reply = await gen_event.call(mgr, mod.Log, "hi")
+        await gen_event.delete_handler(mgr, mod.Log, None)
+        return mgr, result, reply, await gen_event.which_handlers(mgr)
+
+    mgr, result, reply, left = pyotp.run(main)
+    assert [p for p, _ in result["failed"]] == [mgr]
+    assert reply == ("v1", "s")
+    assert left == []

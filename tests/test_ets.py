@@ -157,6 +157,18 @@ def test_info_describes_the_table():
     assert info["id"] == t and info["name"] == "inf"
 
 
+def test_info_gives_the_node_and_memory_as_erlangs():
+    def main():
+        t = ets.new("mem", [])
+        empty = ets.info(t)["memory"]
+        ets.insert(t, [(i, "x" * 100) for i in range(100)])
+        return ets.info(t), empty
+
+    info, empty = pyotp.run(main)
+    assert info["node"] == "nonode@nohost"
+    assert type(info["memory"]) is int and info["memory"] > empty > 0
+
+
 def test_new_refuses_bad_options():
     def main():
         for opts in (["sett"], [("keypos", 0)], "set"):
@@ -259,6 +271,27 @@ def test_match_object_uses_wildcards_types_and_predicates():
         [("ann", 31, "oslo"), ("cid", 31, "rome")],
         [("ann", 31, "oslo"), ("ann", 40, "lima")],
         [("bob", 25, "rome")],
+        [],
+    )
+
+
+def test_an_underscore_in_a_pattern_is_a_wildcard_as_erlangs():
+    """Erlang's '_' (here the str "_") matches anything, in match_object and select."""
+
+    def main():
+        t = ets.new("u", ["ordered_set"])
+        ets.insert(t, [(1, "a", (1, 2)), (2, "b", (3, 4)), (3, "a", (5, 6))])
+        return (
+            ets.match_object(t, ("_", "a", "_")),
+            ets.match_object(t, (2, "_", ("_", 4))),
+            ets.select(t, [(("_", "b", "_"), None, "$_")]),
+            ets.select(t, ("_", "_")),
+        )
+
+    assert pyotp.run(main) == (
+        [(1, "a", (1, 2)), (3, "a", (5, 6))],
+        [(2, "b", (3, 4))],
+        [(2, "b", (3, 4))],
         [],
     )
 

@@ -566,6 +566,24 @@ def test_process_info_describes_a_process_and_is_none_when_dead():
     assert len(procs) >= 1
 
 
+async def _sleep_long(parent):
+    pyotp.send(parent, "sleeping")
+    await asyncio.sleep(30)
+
+
+def test_a_process_blocked_in_an_await_is_waiting_here_and_on_another_scheduler():
+    """As Erlang's timer:sleep (a receive ... after): not on the run queue, so "waiting"."""
+
+    async def main():
+        pids = [pyotp.spawn(_sleep_long, pyotp.self(), scheduler=k) for k in (0, 1)]
+        for _ in pids:
+            await pyotp.receive("sleeping", timeout=10)
+        await asyncio.sleep(0.05)
+        return [(await pyotp.process_info(p))["status"] for p in pids]
+
+    assert pyotp.run(main, schedulers=2) == ["waiting", "waiting"]
+
+
 def test_spawn_options_are_checked():
     async def main():
         with pytest.raises(pyotp.BadArg, match="callable"):

@@ -177,6 +177,34 @@ def test_a_suspended_server_queues_other_messages_and_handles_them_in_order_on_r
     assert pyotp.run(main) == [0, 1, 2, 3, 4, 5]
 
 
+class Idle(gen_server.GenServer):
+    """Tells `watcher` each time its idle timeout (re-armed by every call) fires."""
+
+    def init(self, watcher):
+        return ("ok", watcher, 0.2)
+
+    def handle_call(self, req, from_, watcher):
+        return ("reply", "ok", watcher, 0.2)
+
+    def handle_info(self, msg, watcher):
+        pyotp.send(watcher, ("idle", msg))
+        return ("noreply", watcher)
+
+
+def test_a_server_timeout_runs_again_after_suspend_and_resume():
+    """As OTP's gen_server: the loop continues with the same timeout after system messages."""
+
+    async def main():
+        pid = await gen_server.start_link(Idle, pyotp.self())
+        await pyotp.receive(("idle", "timeout"), timeout=WAIT)
+        await gen_server.call(pid, "arm")
+        await sys_.suspend(pid)
+        await sys_.resume(pid)
+        return await pyotp.receive(("idle", pyotp.ANY), timeout=1.0)
+
+    assert pyotp.run(main) == ("idle", "timeout")
+
+
 def test_a_suspended_gen_statem_and_gen_event_manager_queue_events_until_resumed():
     async def main():
         door = await gen_statem.start_link(Door, 3)
@@ -233,6 +261,25 @@ def test_get_status_has_erlangs_shape():
     assert status[0] == "status" and status[1] == pid
     assert status[2] == ("module", "gen_server")
     assert status[3][1] == "running"
+
+
+def test_get_status_of_a_gen_event_manager_has_erlangs_shape():
+    """As OTP's gen_event: [pdict, sys_state, parent, debug, misc]; unlinked, its own parent."""
+
+    async def main():
+        mgr = await gen_event.start()
+        await gen_event.add_handler(mgr, Recorder, None)
+        await sys_.suspend(mgr)
+        suspended = await sys_.get_status(mgr)
+        await sys_.resume(mgr)
+        return mgr, suspended, await sys_.get_status(mgr)
+
+    mgr, suspended, status = pyotp.run(main)
+    assert suspended[3][1] == "suspended"
+    assert status[:3] == ("status", mgr, ("module", "gen_event"))
+    _pdict, sys_state, parent, _debug, misc = status[3]
+    assert (sys_state, parent) == ("running", mgr)
+    assert ("items", ("Installed handlers", [(Recorder, None, [])])) in misc
 
 
 def test_sys_calls_to_a_dead_process_raise_call_exit_noproc():
