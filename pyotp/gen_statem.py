@@ -273,11 +273,38 @@ class _Stop(Exception):
 class _Zero:
     """Internal: a queued zero-time timeout; fires only while its token is current."""
 
-    __slots__ = ("ttype", "token")
+    __slots__ = ("key", "token")
 
-    def __init__(self, ttype: Any, token: int) -> None:
-        self.ttype = ttype
+    def __init__(self, key: Any, token: int) -> None:
+        self.key = key
         self.token = token
+
+
+def _timer_key(ttype: Any) -> Any:
+    """The dict key of timeout type `ttype`: itself, or a hashable copy when its name is an
+    unhashable term (a list, a dict), which OTP allows as a generic timeout's name.
+
+    Raises:
+        TypeError: `ttype` holds something that has no hashable form.
+    """
+    try:
+        hash(ttype)
+        return ttype
+    except TypeError:
+        key = ("$term", _frozen(ttype))
+        hash(key)
+        return key
+
+
+def _frozen(term: Any) -> Any:
+    t = type(term)
+    if t is tuple:
+        return tuple(_frozen(e) for e in term)
+    if t is list:
+        return ("$list", tuple(_frozen(e) for e in term))
+    if t is dict:
+        return ("$dict", frozenset((_frozen(k), _frozen(v)) for k, v in term.items()))
+    return term
 
 
 class _Opts:
@@ -381,7 +408,8 @@ class _Machine:
         self.data = data
         self.queue: deque = deque()
         self.postponed: list = []
-        self.timers: dict[Any, list] = {}  # type -> [token, timer ref | None, msg]
+        # _timer_key(type) -> [token, timer ref | None, msg, type]
+        self.timers: dict[Any, list] = {}
         self.token = 0
         self.suspended = False
         self.event: Any = None  # the event being handled, for crash reports
@@ -399,11 +427,11 @@ class _Machine:
             if queue and not self.suspended:
                 item = queue.popleft()
                 if type(item) is _Zero:
-                    entry = self.timers.get(item.ttype)
+                    entry = self.timers.get(item.key)
                     if entry is None or entry[0] != item.token:
                         continue  # cancelled or restarted since it was queued
-                    del self.timers[item.ttype]
-                    event = (item.ttype, entry[2])
+                    del self.timers[item.key]
+                    event = (entry[3], entry[2])
                 else:
                     event = item
             else:
@@ -460,7 +488,7 @@ class _Machine:
                 if entry is None or entry[0] != msg[1]:
                     return None  # a timer cancelled after it had fired
                 del self.timers[msg[2]]
-                return (msg[2], entry[2])
+                return (entry[3], entry[2])
             if tag == "$system" and n == 3 and _is_from(msg[1]):
                 await self._system(msg[1], msg[2])
                 return None
@@ -607,7 +635,7 @@ class _Machine:
         ttype, n = a[0], len(a)
         if type(ttype) is tuple:
             try:
-                hash(ttype)
+                _timer_key(ttype)
             except TypeError:
                 raise _fail((_BAD_ACTION, a)) from None
         if n == 2 and a[1] == "cancel":
@@ -656,35 +684,36 @@ class _Machine:
     def _start_timeouts(self, timeouts: list) -> None:
         last: dict = {}
         for ttype, t, msg in timeouts:  # the last action of each type wins, in its place
-            last.pop(ttype, None)
-            last[ttype] = (t, msg)
+            key = _timer_key(ttype)
+            last.pop(key, None)
+            last[key] = (ttype, t, msg)
         timers = self.timers
-        for ttype, (when, msg) in last.items():
+        for key, (ttype, when, msg) in last.items():
             t = when
             if t is _CANCEL:
-                self._cancel_timer(ttype)
+                self._cancel_timer(key)
                 continue
             if t == "update":
-                entry = timers.get(ttype)
+                entry = timers.get(key)
                 if entry is not None:
                     entry[2] = msg
                     continue
                 t = 0  # no such timer: as a zero-time timeout, as in OTP
-            if ttype == "timeout" and self.queue:
-                self._cancel_timer(ttype)
+            if key == "timeout" and self.queue:
+                self._cancel_timer(key)
                 continue  # a queued event would cancel it at once
-            self._cancel_timer(ttype)
+            self._cancel_timer(key)
             self.token += 1
             token = self.token
             if t == 0:
-                timers[ttype] = [token, None, msg]
-                self.queue.append(_Zero(ttype, token))
+                timers[key] = [token, None, msg, ttype]
+                self.queue.append(_Zero(key, token))
             else:
-                tref = _api.send_after(t, self.proc.pid, (_TIMER_MSG, token, ttype))
-                timers[ttype] = [token, tref, msg]
+                tref = _api.send_after(t, self.proc.pid, (_TIMER_MSG, token, key))
+                timers[key] = [token, tref, msg, ttype]
 
-    def _cancel_timer(self, ttype: Any) -> None:
-        entry = self.timers.pop(ttype, None)
+    def _cancel_timer(self, key: Any) -> None:
+        entry = self.timers.pop(key, None)
         if entry is not None and entry[1] is not None:
             _api.cancel_timer(entry[1])
 
@@ -748,7 +777,7 @@ class _Machine:
                 [
                     ("State", (self.state, self.data)),
                     ("Callback mode", (self.mode, self.state_enter)),
-                    ("Timeouts", [(t, e[2]) for t, e in self.timers.items()]),
+                    ("Timeouts", [(e[3], e[2]) for e in self.timers.values()]),
                 ],
             ),
         ]
@@ -803,8 +832,8 @@ class _Machine:
 
     async def _terminate(self, reason: Any, logged: bool = False) -> None:
         """Call `terminate`, then end the process with `reason` (never returns)."""
-        for ttype in list(self.timers):
-            self._cancel_timer(ttype)
+        for key in list(self.timers):
+            self._cancel_timer(key)
         self.queue.clear()
         self.postponed = []
         try:

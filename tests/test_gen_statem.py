@@ -889,6 +889,30 @@ def test_generic_timeouts_are_named_and_survive_events_and_state_changes():
     run(main)
 
 
+def test_a_generic_timeout_may_be_named_by_any_term():
+    """OTP takes any term as a generic timeout's name: lists and dicts too."""
+
+    async def main():
+        pid = await gen_statem.start(Timers, pyotp.self())
+        gen_statem.cast(pid, ("actions", [(("timeout", ["a", 1]), 0.2, "old"),
+                                          (("timeout", {"k": [1]}), 0.02, "dict")]))
+        gen_statem.cast(pid, ("actions", (("timeout", ["a", 1]), 0.01, "new")))  # replaces
+        got = [await pyotp.receive(timeout=WAIT), await pyotp.receive(timeout=WAIT)]
+        assert sorted(got, key=lambda e: e[1]) == [
+            (("timeout", {"k": [1]}), "dict", "s0"),
+            (("timeout", ["a", 1]), "new", "s0"),
+        ]
+        gen_statem.cast(pid, ("actions", (("timeout", [2]), 0.02, "x")))
+        gen_statem.cast(pid, ("actions", (("timeout", [2]), "cancel")))
+        gen_statem.cast(pid, ("actions", (("timeout", [3]), 0, "zero")))
+        assert await pyotp.receive(timeout=WAIT) == (("timeout", [3]), "zero", "s0")
+        with pytest.raises(pyotp.Timeout):  # the cancelled one and the replaced one stay silent
+            await pyotp.receive(timeout=0.3)
+        await gen_statem.stop(pid)
+
+    run(main)
+
+
 def test_zero_timeouts_fire_after_the_events_already_queued():
     """Ports gen_statem_SUITE:timeout_cancel_and_update (zero-time part)."""
 
