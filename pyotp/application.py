@@ -239,7 +239,10 @@ def load(app: App) -> None:
 
 
 def _load(tab: _Table, app: App) -> None:
-    env = dict(app.env)
+    # As Erlang: keys set with set_env before the load stay unless the App or the config
+    # sets them.
+    env = tab.env.get(app.name, {})
+    env.update(app.env)
     env.update(_config.app_env(app.name))
     tab.loaded[app.name] = app
     tab.env[app.name] = env
@@ -289,7 +292,10 @@ def get_all_env(app: str) -> dict[str, Any]:
 
 
 def set_env(app: str, key: str, value: Any) -> None:
-    """Set the env value `key` of application `app` (loading it later resets its env).
+    """Set the env value `key` of application `app`.
+
+    Set before `app` is loaded, the value stays unless its `App.env` or the node config
+    sets `key` (as in Erlang).
 
     Raises:
         BadArg: `app` or `key` is not a non-empty str.

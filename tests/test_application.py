@@ -396,6 +396,21 @@ def test_env_from_the_node_config_overrides_the_app_env():
     assert env == {"port": 1, "host": "localhost"}
 
 
+def test_env_set_before_load_keeps_the_keys_the_app_and_config_do_not_set():
+    """As Erlang: load overrides only the keys of the .app env and sys.config; the others
+    set with set_env before the load stay."""
+
+    async def main():
+        application.set_env("shop", "extra", 3)
+        application.set_env("shop", "port", 99)
+        application.set_env("shop", "host", "h")
+        application.load(_app("shop", env={"port": 8080}))
+        return application.get_all_env("shop")
+
+    env = pyotp.run(main, config={"shop": {"host": "cfg"}})
+    assert env == {"extra": 3, "port": 8080, "host": "cfg"}
+
+
 def test_env_reads_a_toml_config_file(tmp_path):
     path = tmp_path / "sys.toml"
     path.write_text('[kernel]\nnet_ticktime = 60\n[shop]\nport = 9090\nhosts = ["a", "b"]\n')
