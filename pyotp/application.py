@@ -357,6 +357,9 @@ async def start(name_or_app: str | App, type: str = "temporary") -> None:
         type: "temporary" (its death is only reported), "transient" (an abnormal death
             takes the node down) or "permanent" (any death takes the node down).
 
+    A start while another process is starting the same application waits for that start
+    and gets its result, as in Erlang.
+
     Raises:
         OtpError: `("already_started", name)`; `("not_started", dep)` when a dependency is
             not started; `("not_loaded", name)` for an unknown name; the start failure,
@@ -414,12 +417,17 @@ def _raise_if_error(reply: Any) -> None:
 
 async def _start(name_or_app: Any, type_: Any, start_type: Any, what: str) -> None:
     tab = _tab(f"{what}()")
-    current_process(f"{what}()")
+    me = current_process(f"{what}()")
     _check_type(type_, what)
     app = _resolve(tab, name_or_app, what)
     name = app.name
-    if name in tab.running:
+    running = tab.running.get(name)
+    if running is not None and running.ready:
         raise OtpError(("already_started", name), f"{what}: {name!r} is already started")
+    if running is not None:
+        # Being started by another process: as Erlang, this start gets the same result.
+        await _wait_started(me, running, name)
+        return
     for dep in app.applications:
         r = tab.running.get(dep)
         if r is None or not r.ready:
@@ -446,19 +454,27 @@ async def _start(name_or_app: Any, type_: Any, start_type: Any, what: str) -> No
                 raise OtpError(
                     e.reason, f"{what}: {name!r} failed to start: {e.reason!r}"
                 ) from None
+    except OtpError as e:
+        _abort(tab, name, entry, e.reason)
+        raise
     except BaseException:
-        if tab.running.get(name) is entry:
-            del tab.running[name]
-        _wake(entry, False)
+        _abort(tab, name, entry, ("not_started", name))
         raise
     entry.ready = True
-    _wake(entry, True)
+    _wake(entry, None)
     log.info("application %r started (type %s)", name, type_)
 
 
-def _wake(entry: _Running, ok: bool) -> None:
+def _abort(tab: _Table, name: str, entry: _Running, reason: Any) -> None:
+    if tab.running.get(name) is entry:
+        del tab.running[name]
+    _wake(entry, reason)
+
+
+def _wake(entry: _Running, error: Any) -> None:
+    """Tell the processes waiting for `entry`'s start its result (None: started)."""
     for pid in entry.waiters:
-        _api.send(pid, ("$app_ready", entry, ok))
+        _api.send(pid, ("$app_ready", entry, error))
     entry.waiters.clear()
 
 
@@ -485,11 +501,12 @@ async def ensure_all_started(name_or_app: str | App, type: str = "temporary") ->
     try:
         for app in order:
             entry = tab.running.get(app.name)
-            if entry is not None:
-                if not entry.ready:
-                    await _wait_started(me, entry, app.name)
+            if entry is not None and entry.ready:
                 continue
             try:
+                if entry is not None:  # being started by another process
+                    await _wait_started(me, entry, app.name)
+                    continue
                 await _start(app, type, "normal", "application.ensure_all_started")
             except OtpError as e:
                 # As OTP's ensure_all_started: {error, {AppName, Reason}}.
@@ -535,9 +552,9 @@ async def _wait_started(me: Any, entry: _Running, name: str) -> None:
     def is_ready(m: Any) -> bool:
         return type(m) is tuple and len(m) == 3 and m[0] == "$app_ready" and m[1] is entry
 
-    msg = await receive_matching(me, is_ready, None, ())
-    if not msg[2]:
-        raise OtpError(("not_started", name), f"{name!r} failed to start in another process")
+    error = (await receive_matching(me, is_ready, None, ()))[2]
+    if error is not None:
+        raise OtpError(error, f"{name!r} failed to start in another process: {error!r}")
 
 
 async def stop(name: str) -> None:

@@ -157,6 +157,51 @@ def test_stop_runs_prep_stop_then_stops_the_tree_then_calls_stop():
     assert pyotp.run(main)
 
 
+class _SlowStart(Application):
+    """Takes a moment to start; fails with ("error", args) when args is a str."""
+
+    async def start(self, start_type, args):
+        try:
+            await pyotp.receive(("never",), timeout=0.3)
+        except pyotp.Timeout:
+            pass
+        return ("error", args) if isinstance(args, str) else pyotp.spawn_link(_top)
+
+
+async def _start_reporting(parent, name):
+    try:
+        await application.start(name)
+        pyotp.send(parent, ("other", "ok"))
+    except pyotp.OtpError as e:
+        pyotp.send(parent, ("other", e.reason))
+
+
+def test_a_start_while_the_same_application_is_starting_waits_and_shares_its_result():
+    """As Erlang's application_controller: a second start of an application that is still
+    starting is answered with the first start's result (not already_started)."""
+
+    async def main():
+        application.load(App("slow", mod=_SlowStart))
+        application.load(App("bad", mod=_SlowStart, start_args="nope"))
+        out = []
+        for name in ("slow", "bad"):
+            pyotp.spawn(_start_reporting, pyotp.self(), name)
+            try:
+                await pyotp.receive(("never",), timeout=0.05)
+            except pyotp.Timeout:
+                pass
+            try:
+                await application.start(name)
+                mine = "ok"
+            except pyotp.OtpError as e:
+                mine = e.reason[0]
+            other = (await pyotp.receive(("other", pyotp.ANY), timeout=WAIT))[1]
+            out.append((mine, other if other == "ok" else other[0]))
+        return out, [a[0] for a in application.which_applications()]
+
+    assert pyotp.run(main) == ([("ok", "ok"), ("nope", "nope")], ["slow"])
+
+
 def test_stop_of_an_application_that_is_not_started_is_an_error():
     """Ports application_SUITE:otp_1586 style stop errors: {error, {not_started, App}}."""
 
