@@ -214,7 +214,8 @@ def _check_app_name(name: Any, what: str) -> None:
 def _check_type(type_: Any, what: str) -> None:
     if type_ not in _TYPES:
         raise BadArg(
-            f"{what}: type must be 'temporary', 'transient' or 'permanent', got {type_!r}"
+            f"{what}: type must be 'temporary', 'transient' or 'permanent', got {type_!r}",
+            ("invalid_restart_type", type_),  # Erlang's reason
         )
 
 
@@ -365,7 +366,8 @@ async def start(name_or_app: str | App, type: str = "temporary") -> None:
             not started; `("not_loaded", name)` for an unknown name; the start failure,
             as in Erlang `(reason, (mod, "start", [start_type, args]))` or
             `("bad_return", ((mod, "start", [start_type, args]), returned))`.
-        BadArg: a wrong argument.
+        BadArg: a wrong argument; an unknown `type` carries Erlang's reason
+            `("invalid_restart_type", type)`.
     """
     await _start(name_or_app, type, "normal", "application.start")
 

@@ -331,6 +331,21 @@ def test_start_rejects_an_unknown_restart_type():
     assert "temporary" in str(ei.value.reason)
 
 
+def test_an_unknown_restart_type_is_a_badarg_with_erlangs_reason():
+    """Erlang: {error, {invalid_restart_type, T}}; here a BadArg carrying that reason."""
+
+    async def main():
+        out = []
+        for call in (application.start, application.ensure_all_started):
+            try:
+                await call(_app("shop"), "sometimes")
+            except pyotp.BadArg as e:
+                out.append(e.reason)
+        return out
+
+    assert pyotp.run(main) == [("invalid_restart_type", "sometimes")] * 2
+
+
 # --------------------------------------------------------------------- ensure_all_started
 
 
