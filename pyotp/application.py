@@ -448,10 +448,7 @@ async def _start(name_or_app: Any, type_: Any, start_type: Any, what: str) -> No
             _raise_if_error(await _gen.call(coord, ("start", name), None, what=what))
         elif app.mod is not None:
             try:
-                entry.master = await _gen.start(
-                    _master, (app, start_type, tab, entry),
-                    link=False, spawn_opts={"trap_exit": True}, what=what,
-                )
+                await _start_master(app, start_type, tab, entry, what)
             except StartError as e:
                 raise OtpError(
                     e.reason, f"{what}: {name!r} failed to start: {e.reason!r}"
@@ -627,10 +624,7 @@ async def _dist_run(name: str, start_type: Any) -> None:
     app, entry = tab.loaded[name], tab.running[name]
     if entry.master is not None:
         return
-    entry.master = await _gen.start(
-        _master, (app, start_type, tab, entry),
-        link=False, spawn_opts={"trap_exit": True}, what="application.start",
-    )
+    await _start_master(app, start_type, tab, entry, "application.start")
     entry.standby = False
     log.info("application %r runs here (start type %r)", name, start_type)
 
@@ -682,6 +676,46 @@ def _parse_start(ret: Any) -> tuple[Pid, Any] | None:
         if len(ret) in (2, 3) and ret[0] == "ok" and type(ret[1]) is Pid:
             return ret[1], ret[2] if len(ret) == 3 else None
     return None
+
+
+async def _start_master(app: App, start_type: Any, tab: _Table, entry: _Running,
+                        what: str) -> None:
+    """Start the application master of `entry`, and a process that watches it.
+
+    Raises:
+        StartError: the start callback failed.
+    """
+    me = current_process(what)
+    master = entry.master = await _gen.start(
+        _master, (app, start_type, tab, entry),
+        link=False, spawn_opts={"trap_exit": True}, what=what,
+    )
+    watcher = _api.spawn(_watch_master, me.pid, master, tab, entry, app.name)
+
+    def is_watching(m: Any) -> bool:
+        return type(m) is tuple and len(m) == 2 and m[0] == "$app_watching" and m[1] == watcher
+
+    await receive_matching(me, is_watching, None, ())  # so its monitor sees the real reason
+
+
+async def _watch_master(starter: Pid, master: Pid, tab: _Table, entry: _Running,
+                        name: str) -> None:
+    """Internal: end the application when its master dies without ending it itself.
+
+    Erlang's application_controller is linked to every master: one killed from outside
+    (`exit(master, "kill")`) ends its application by its restart type. A master that
+    stops or ends its application itself leaves nothing to do here.
+    """
+    me = current_process("application master watcher")
+    ref = _api.monitor(master)
+    _api.send(starter, ("$app_watching", me.pid))
+
+    def is_down(m: Any) -> bool:
+        return type(m) is tuple and len(m) == 5 and m[0] == "DOWN" and m[1] == ref
+
+    reason = (await receive_matching(me, is_down, None, ()))[4]
+    if entry.master == master and tab.running.get(name) is entry:
+        _terminated(tab, entry, name, reason)
 
 
 async def _master(starter: Any, app: App, start_type: Any, tab: _Table, entry: _Running) -> None:

@@ -573,6 +573,41 @@ def test_a_transient_app_that_dies_abnormally_takes_the_node_down():
     assert seen == ["shutdown"]
 
 
+def test_a_killed_application_master_ends_the_application_by_its_restart_type():
+    """As Erlang's application_controller (linked to every master): a master killed from
+    outside ends the application with reason killed; a temporary one can start again."""
+
+    async def main():
+        await _probe()
+        await application.start(_app("tmp"))
+        _, top, master = await _started("tmp")
+        pyotp.exit(master, "kill")
+        assert await _wait_down(top) == "killed"
+        for _ in range(50):
+            if not application.which_applications():
+                break
+            try:
+                await pyotp.receive(("never",), timeout=0.02)
+            except pyotp.Timeout:
+                pass
+        gone = application.which_applications()
+        await application.start("tmp")
+        return gone, [a[0] for a in application.which_applications()]
+
+    assert pyotp.run(main) == ([], ["tmp"])
+
+    async def permanent():
+        await _probe()
+        await application.start(_app("core"), "permanent")
+        _, _, master = await _started("core")
+        pyotp.exit(master, "kill")
+        await pyotp.receive(("never",), timeout=WAIT)
+
+    with pytest.raises(pyotp.ProcessCrash) as ei:
+        pyotp.run(permanent)
+    assert ei.value.reason == ("application_terminated", "core", "killed")
+
+
 def test_stopping_a_permanent_app_does_not_take_the_node_down():
     async def main():
         await _probe()
