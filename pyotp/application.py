@@ -214,7 +214,8 @@ def _check_app_name(name: Any, what: str) -> None:
 def _check_type(type_: Any, what: str) -> None:
     if type_ not in _TYPES:
         raise BadArg(
-            f"{what}: type must be 'temporary', 'transient' or 'permanent', got {type_!r}"
+            f"{what}: type must be 'temporary', 'transient' or 'permanent', got {type_!r}",
+            ("invalid_restart_type", type_),  # Erlang's reason
         )
 
 
@@ -239,7 +240,10 @@ def load(app: App) -> None:
 
 
 def _load(tab: _Table, app: App) -> None:
-    env = dict(app.env)
+    # As Erlang: keys set with set_env before the load stay unless the App or the config
+    # sets them.
+    env = tab.env.get(app.name, {})
+    env.update(app.env)
     env.update(_config.app_env(app.name))
     tab.loaded[app.name] = app
     tab.env[app.name] = env
@@ -289,7 +293,10 @@ def get_all_env(app: str) -> dict[str, Any]:
 
 
 def set_env(app: str, key: str, value: Any) -> None:
-    """Set the env value `key` of application `app` (loading it later resets its env).
+    """Set the env value `key` of application `app`.
+
+    Set before `app` is loaded, the value stays unless its `App.env` or the node config
+    sets `key` (as in Erlang).
 
     Raises:
         BadArg: `app` or `key` is not a non-empty str.
@@ -351,12 +358,16 @@ async def start(name_or_app: str | App, type: str = "temporary") -> None:
         type: "temporary" (its death is only reported), "transient" (an abnormal death
             takes the node down) or "permanent" (any death takes the node down).
 
+    A start while another process is starting the same application waits for that start
+    and gets its result, as in Erlang.
+
     Raises:
         OtpError: `("already_started", name)`; `("not_started", dep)` when a dependency is
             not started; `("not_loaded", name)` for an unknown name; the start failure,
             as in Erlang `(reason, (mod, "start", [start_type, args]))` or
             `("bad_return", ((mod, "start", [start_type, args]), returned))`.
-        BadArg: a wrong argument.
+        BadArg: a wrong argument; an unknown `type` carries Erlang's reason
+            `("invalid_restart_type", type)`.
     """
     await _start(name_or_app, type, "normal", "application.start")
 
@@ -408,12 +419,17 @@ def _raise_if_error(reply: Any) -> None:
 
 async def _start(name_or_app: Any, type_: Any, start_type: Any, what: str) -> None:
     tab = _tab(f"{what}()")
-    current_process(f"{what}()")
+    me = current_process(f"{what}()")
     _check_type(type_, what)
     app = _resolve(tab, name_or_app, what)
     name = app.name
-    if name in tab.running:
+    running = tab.running.get(name)
+    if running is not None and running.ready:
         raise OtpError(("already_started", name), f"{what}: {name!r} is already started")
+    if running is not None:
+        # Being started by another process: as Erlang, this start gets the same result.
+        await _wait_started(me, running, name)
+        return
     for dep in app.applications:
         r = tab.running.get(dep)
         if r is None or not r.ready:
@@ -432,27 +448,32 @@ async def _start(name_or_app: Any, type_: Any, start_type: Any, what: str) -> No
             _raise_if_error(await _gen.call(coord, ("start", name), None, what=what))
         elif app.mod is not None:
             try:
-                entry.master = await _gen.start(
-                    _master, (app, start_type, tab, entry),
-                    link=False, spawn_opts={"trap_exit": True}, what=what,
-                )
+                await _start_master(app, start_type, tab, entry, what)
             except StartError as e:
                 raise OtpError(
                     e.reason, f"{what}: {name!r} failed to start: {e.reason!r}"
                 ) from None
+    except OtpError as e:
+        _abort(tab, name, entry, e.reason)
+        raise
     except BaseException:
-        if tab.running.get(name) is entry:
-            del tab.running[name]
-        _wake(entry, False)
+        _abort(tab, name, entry, ("not_started", name))
         raise
     entry.ready = True
-    _wake(entry, True)
+    _wake(entry, None)
     log.info("application %r started (type %s)", name, type_)
 
 
-def _wake(entry: _Running, ok: bool) -> None:
+def _abort(tab: _Table, name: str, entry: _Running, reason: Any) -> None:
+    if tab.running.get(name) is entry:
+        del tab.running[name]
+    _wake(entry, reason)
+
+
+def _wake(entry: _Running, error: Any) -> None:
+    """Tell the processes waiting for `entry`'s start its result (None: started)."""
     for pid in entry.waiters:
-        _api.send(pid, ("$app_ready", entry, ok))
+        _api.send(pid, ("$app_ready", entry, error))
     entry.waiters.clear()
 
 
@@ -479,11 +500,12 @@ async def ensure_all_started(name_or_app: str | App, type: str = "temporary") ->
     try:
         for app in order:
             entry = tab.running.get(app.name)
-            if entry is not None:
-                if not entry.ready:
-                    await _wait_started(me, entry, app.name)
+            if entry is not None and entry.ready:
                 continue
             try:
+                if entry is not None:  # being started by another process
+                    await _wait_started(me, entry, app.name)
+                    continue
                 await _start(app, type, "normal", "application.ensure_all_started")
             except OtpError as e:
                 # As OTP's ensure_all_started: {error, {AppName, Reason}}.
@@ -529,9 +551,9 @@ async def _wait_started(me: Any, entry: _Running, name: str) -> None:
     def is_ready(m: Any) -> bool:
         return type(m) is tuple and len(m) == 3 and m[0] == "$app_ready" and m[1] is entry
 
-    msg = await receive_matching(me, is_ready, None, ())
-    if not msg[2]:
-        raise OtpError(("not_started", name), f"{name!r} failed to start in another process")
+    error = (await receive_matching(me, is_ready, None, ()))[2]
+    if error is not None:
+        raise OtpError(error, f"{name!r} failed to start in another process: {error!r}")
 
 
 async def stop(name: str) -> None:
@@ -602,10 +624,7 @@ async def _dist_run(name: str, start_type: Any) -> None:
     app, entry = tab.loaded[name], tab.running[name]
     if entry.master is not None:
         return
-    entry.master = await _gen.start(
-        _master, (app, start_type, tab, entry),
-        link=False, spawn_opts={"trap_exit": True}, what="application.start",
-    )
+    await _start_master(app, start_type, tab, entry, "application.start")
     entry.standby = False
     log.info("application %r runs here (start type %r)", name, start_type)
 
@@ -657,6 +676,46 @@ def _parse_start(ret: Any) -> tuple[Pid, Any] | None:
         if len(ret) in (2, 3) and ret[0] == "ok" and type(ret[1]) is Pid:
             return ret[1], ret[2] if len(ret) == 3 else None
     return None
+
+
+async def _start_master(app: App, start_type: Any, tab: _Table, entry: _Running,
+                        what: str) -> None:
+    """Start the application master of `entry`, and a process that watches it.
+
+    Raises:
+        StartError: the start callback failed.
+    """
+    me = current_process(what)
+    master = entry.master = await _gen.start(
+        _master, (app, start_type, tab, entry),
+        link=False, spawn_opts={"trap_exit": True}, what=what,
+    )
+    watcher = _api.spawn(_watch_master, me.pid, master, tab, entry, app.name)
+
+    def is_watching(m: Any) -> bool:
+        return type(m) is tuple and len(m) == 2 and m[0] == "$app_watching" and m[1] == watcher
+
+    await receive_matching(me, is_watching, None, ())  # so its monitor sees the real reason
+
+
+async def _watch_master(starter: Pid, master: Pid, tab: _Table, entry: _Running,
+                        name: str) -> None:
+    """Internal: end the application when its master dies without ending it itself.
+
+    Erlang's application_controller is linked to every master: one killed from outside
+    (`exit(master, "kill")`) ends its application by its restart type. A master that
+    stops or ends its application itself leaves nothing to do here.
+    """
+    me = current_process("application master watcher")
+    ref = _api.monitor(master)
+    _api.send(starter, ("$app_watching", me.pid))
+
+    def is_down(m: Any) -> bool:
+        return type(m) is tuple and len(m) == 5 and m[0] == "DOWN" and m[1] == ref
+
+    reason = (await receive_matching(me, is_down, None, ()))[4]
+    if entry.master == master and tab.running.get(name) is entry:
+        _terminated(tab, entry, name, reason)
 
 
 async def _master(starter: Any, app: App, start_type: Any, tab: _Table, entry: _Running) -> None:

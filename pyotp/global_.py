@@ -23,7 +23,9 @@ Behind the scenes:
 
 The server runs on scheduler 0; every other scheduler of the node has a replica process
 that the server keeps up to date in order, so `whereis_name` answers from any scheduler. A
-change reaches the other schedulers' replicas a moment after `register_name` returns there.
+server answers a commit, an unregister or a sync once its replicas have the change, so when
+`register_name`/`unregister_name` return, every scheduler of every node sees it (a name
+that goes with its process leaves the replicas a moment later).
 """
 
 from __future__ import annotations
@@ -263,6 +265,7 @@ class _Server(gen_server.GenServer):
         self.waiting: dict[str, list] = {}  # name -> [(from_, holder)]
         self.holder_mons: dict[Any, Any] = {}  # holder pid -> monitor ref
         self.known: set[str] = set()
+        self.pending: dict[Any, list] = {}  # tag -> [from_, reply, replicas yet to ack]
         # One replica process on every other scheduler of this node, so whereis_name (a
         # plain read) answers from any scheduler; updates follow each change in order.
         sched = get()
@@ -274,6 +277,24 @@ class _Server(gen_server.GenServer):
     def _push(self, msg: Any) -> None:
         for replica in self.replicas:
             _api.send(replica, msg)
+
+    def _reply_replicated(self, from_: Any, reply: Any, state: Any) -> Any:
+        """Reply `reply` to `from_` once every replica has applied the changes so far."""
+        if not self.replicas:
+            return ("reply", reply, state)
+        tag = _api.make_ref()
+        self.pending[tag] = [from_, reply, len(self.replicas)]
+        self._push(("ack", self_pid(), tag))
+        return ("noreply", state)
+
+    def _replicated(self, tag: Any) -> None:
+        entry = self.pending.get(tag)
+        if entry is None:
+            return
+        entry[2] -= 1
+        if entry[2] == 0:
+            del self.pending[tag]
+            gen_server.reply(entry[0], entry[1])
 
     # ---------------------------------------------------------------- table
 
@@ -371,20 +392,20 @@ class _Server(gen_server.GenServer):
             self._add(name, pid)
             self._release(name, holder)
             self._release((_PID_LOCK, pid), holder)
-            return ("reply", "ok", state)
+            return self._reply_replicated(from_, "ok", state)
         if kind == "unlock":
             self._release(req[1], req[2])
             return ("reply", "ok", state)
         if kind == "unregister":
             self._remove(req[1])
-            return ("reply", "ok", state)
+            return self._reply_replicated(from_, "ok", state)
         if kind == "sync":
             mine = dict(_table())
             self._merge(req[2])
-            return ("reply", mine, state)
+            return self._reply_replicated(from_, mine, state)
         if kind == "merge":
             self._merge(req[1])
-            return ("reply", "ok", state)
+            return self._reply_replicated(from_, "ok", state)
         if kind == "ping":
             return ("reply", "pong", state)
         return ("reply", ("error", ("unknown_request", req)), state)
@@ -415,6 +436,8 @@ class _Server(gen_server.GenServer):
                     self._push(("del", name))
             elif self.holder_mons.get(pid) == ref:
                 self._holder_gone(pid)
+        elif type(msg) is tuple and len(msg) == 2 and msg[0] == "$replicated":
+            self._replicated(msg[1])
         elif type(msg) is tuple and len(msg) == 2 and msg[0] == "nodedown":
             self.known.discard(msg[1])
         return ("noreply", state)
@@ -450,6 +473,8 @@ async def _replica(server: Pid) -> None:
             table[msg[1]] = msg[2]
         elif msg[0] == "del":
             table.pop(msg[1], None)
+        elif msg[0] == "ack":  # the server waits for it before it answers a change
+            _api.send(msg[1], ("$replicated", msg[2]))
         elif msg[0] == "DOWN" and msg[1] == ref:
             table.clear()
             return

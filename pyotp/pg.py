@@ -13,8 +13,9 @@ Behind the scenes:
 3. Discovery: each server polls the connected nodes; on a new one it makes sure the scope
    runs there, then the two exchange "discover" and send each other their local
    memberships ("sync").
-4. `join`/`leave` return once every peer server known at that moment has applied the change
-   (they acknowledge to the caller), so `get_members` on another node then sees it. Before
+4. `join`/`leave` return once every peer server known at that moment, and every replica
+   (below) of both nodes, has applied the change (each acknowledges to the caller), so
+   `get_members` anywhere on this node or another then sees it. Before
    a join, a connected node whose server ours has not met yet gets the scope started and
    introduced (`_meet_connected`), so the first join after a connection reaches it too.
 5. `get_members`, `get_local_members`, `which_groups`, `monitor` read and write the scope's
@@ -22,8 +23,8 @@ Behind the scenes:
 
 A pid may join a group several times; it must then leave as many times (as in pg).
 The scope servers run on scheduler 0; every other scheduler of the node has a replica
-process the server keeps up to date, so the plain reads answer from any scheduler (a change
-reaches them a moment after `join`/`leave` returns).
+process the server keeps up to date, so the plain reads answer from any scheduler (a
+membership that changes on its own, e.g. a member exiting, reaches them a moment later).
 """
 
 from __future__ import annotations
@@ -295,14 +296,15 @@ async def _update(scope: str, node: str, req: tuple) -> Any:
             return "not_joined"  # that node is unreachable: like a dead pid, nothing to do
     tag = _api.make_ref()
     try:
-        result, peers = await gen_server.call((name, node), (*req, (self_pid(), tag), origin),
-                                              _ACK_TIMEOUT)
+        result, waiting = await gen_server.call((name, node), (*req, (self_pid(), tag), origin),
+                                                _ACK_TIMEOUT)
     except (CallExit, CallTimeout):
         return "not_joined"
-    for peer in peers:
-        mref = _api.monitor(peer)
+    while waiting:  # the peers and replicas that apply the change; a peer names its own
+        pid = waiting.pop()
+        mref = _api.monitor(pid)
         try:
-            await _receive_ack(tag, peer, mref)
+            waiting.extend(await _receive_ack(tag, pid, mref))
         finally:
             _api.demonitor(mref, flush=True)
     return result
@@ -360,21 +362,26 @@ async def _introduce(scope: str, server: Pid, node: str) -> None:
         pass  # unreachable or lost meanwhile: discovery or its nodedown settles it
 
 
-async def _receive_ack(tag: Ref, peer: Pid, mref: Ref) -> None:
+async def _receive_ack(tag: Ref, pid: Pid, mref: Ref) -> list[Pid]:
+    """Wait for `pid`'s acknowledgement ("pg_ack") of change `tag`, or its DOWN.
+
+    Returns the replicas whose acknowledgements `pid` (a peer server) announced.
+    """
     from schedulers import receive_matching  # noqa: PLC0415 - hot import kept local
 
     me = current_process()
 
     def is_ack(m: Any) -> bool:
         return type(m) is tuple and (
-            (len(m) == 3 and m[0] == tag and m[1] == "pg_ack" and m[2] == peer)
+            (len(m) == 4 and m[0] == tag and m[1] == "pg_ack" and m[2] == pid)
             or (len(m) == 5 and m[0] == "DOWN" and m[1] == mref)
         )
 
     try:
-        await receive_matching(me, is_ack, _ACK_TIMEOUT)
+        msg = await receive_matching(me, is_ack, _ACK_TIMEOUT)
     except Timeout:
-        pass  # a peer that does not answer is being lost; its nodedown cleans up
+        return []  # a peer that does not answer is being lost; its nodedown cleans up
+    return list(msg[3]) if msg[0] == tag else []
 
 
 async def _ensure_started(scope: str = DEFAULT_SCOPE) -> Pid:
@@ -438,6 +445,7 @@ class _Server(gen_server.GenServer):
             _api.spawn(_replica, scope, self_pid(), scheduler=k) for k in others
         ]
         self._pushed: Any = None
+        self._ack: Any = None  # (client, tag) of the change the next push acknowledges
         await self._meet()
         self._tick()
         return ("ok", None)
@@ -468,17 +476,22 @@ class _Server(gen_server.GenServer):
             _api.send(peer, msg)
 
     def _push(self) -> None:
-        """Send the tables to the replicas if they changed (control plane: small tables)."""
+        """Send the tables to the replicas if they changed (control plane: small tables).
+
+        With a change to acknowledge (`self._ack`), they are sent in any case and each
+        replica acknowledges to the client once it has them.
+        """
+        ack, self._ack = self._ack, None
         if not self.replicas:
             return
         snapshot = (
             {g: list(m) for g, m in self.st.local.items()},
             {p: {g: list(m) for g, m in gs.items()} for p, gs in self.st.remote.items()},
         )
-        if snapshot != self._pushed:
+        if snapshot != self._pushed or ack is not None:
             self._pushed = snapshot
             for replica in self.replicas:
-                _api.send(replica, ("tables", *snapshot))
+                _api.send(replica, ("tables", *snapshot, ack))
 
     def handle_call(self, req: Any, from_: Any, state: Any) -> Any:
         result = self._handle_call(req, from_, state)
@@ -517,7 +530,8 @@ class _Server(gen_server.GenServer):
             st.local.setdefault(group, []).extend(pids)
             st.notify("join", group, pids)
             self._broadcast(("join", self_pid(), group, pids, ack))
-            return ("reply", ("ok", self._peers()), state)
+            self._ack = ack
+            return ("reply", ("ok", self._peers() + self.replicas), state)
         members = st.local.get(group, [])
         gone = []
         for p in pids:
@@ -532,7 +546,8 @@ class _Server(gen_server.GenServer):
             return ("reply", ("not_joined", []), state)
         st.notify("leave", group, gone)
         self._broadcast(("leave", self_pid(), group, gone, ack))
-        return ("reply", ("ok", self._peers()), state)
+        self._ack = ack
+        return ("reply", ("ok", self._peers() + self.replicas), state)
 
     def _maybe_forget(self, pid: Pid) -> None:
         if any(pid in m for m in self.st.local.values()):
@@ -606,8 +621,9 @@ class _Server(gen_server.GenServer):
             if self._add_peer(peer):  # heard of it first through a change: introduce us
                 _api.send(peer, ("discover", me))
             self._apply_remote(peer, kind, group, pids)
-            if ack is not None:
-                _api.send(ack[0], (ack[1], "pg_ack", me))
+            if ack is not None:  # our replicas acknowledge too, after the push
+                _api.send(ack[0], (ack[1], "pg_ack", me, self.replicas))
+                self._ack = ack
         elif kind == "discover" and len(msg) == 2:
             peer = msg[1]
             if self._add_peer(peer):
@@ -681,6 +697,8 @@ async def _replica(scope: str, server: Pid) -> None:
         msg = await receive_any()
         if msg[0] == "tables":
             st.local, st.remote = msg[1], msg[2]
+            if msg[3] is not None:
+                _api.send(msg[3][0], (msg[3][1], "pg_ack", self_pid(), []))
         elif msg[0] == "DOWN" and msg[1] == ref:
             st.local, st.remote, st.server = {}, {}, None
             return

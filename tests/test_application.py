@@ -157,6 +157,51 @@ def test_stop_runs_prep_stop_then_stops_the_tree_then_calls_stop():
     assert pyotp.run(main)
 
 
+class _SlowStart(Application):
+    """Takes a moment to start; fails with ("error", args) when args is a str."""
+
+    async def start(self, start_type, args):
+        try:
+            await pyotp.receive(("never",), timeout=0.3)
+        except pyotp.Timeout:
+            pass
+        return ("error", args) if isinstance(args, str) else pyotp.spawn_link(_top)
+
+
+async def _start_reporting(parent, name):
+    try:
+        await application.start(name)
+        pyotp.send(parent, ("other", "ok"))
+    except pyotp.OtpError as e:
+        pyotp.send(parent, ("other", e.reason))
+
+
+def test_a_start_while_the_same_application_is_starting_waits_and_shares_its_result():
+    """As Erlang's application_controller: a second start of an application that is still
+    starting is answered with the first start's result (not already_started)."""
+
+    async def main():
+        application.load(App("slow", mod=_SlowStart))
+        application.load(App("bad", mod=_SlowStart, start_args="nope"))
+        out = []
+        for name in ("slow", "bad"):
+            pyotp.spawn(_start_reporting, pyotp.self(), name)
+            try:
+                await pyotp.receive(("never",), timeout=0.05)
+            except pyotp.Timeout:
+                pass
+            try:
+                await application.start(name)
+                mine = "ok"
+            except pyotp.OtpError as e:
+                mine = e.reason[0]
+            other = (await pyotp.receive(("other", pyotp.ANY), timeout=WAIT))[1]
+            out.append((mine, other if other == "ok" else other[0]))
+        return out, [a[0] for a in application.which_applications()]
+
+    assert pyotp.run(main) == ([("ok", "ok"), ("nope", "nope")], ["slow"])
+
+
 def test_stop_of_an_application_that_is_not_started_is_an_error():
     """Ports application_SUITE:otp_1586 style stop errors: {error, {not_started, App}}."""
 
@@ -286,6 +331,21 @@ def test_start_rejects_an_unknown_restart_type():
     assert "temporary" in str(ei.value.reason)
 
 
+def test_an_unknown_restart_type_is_a_badarg_with_erlangs_reason():
+    """Erlang: {error, {invalid_restart_type, T}}; here a BadArg carrying that reason."""
+
+    async def main():
+        out = []
+        for call in (application.start, application.ensure_all_started):
+            try:
+                await call(_app("shop"), "sometimes")
+            except pyotp.BadArg as e:
+                out.append(e.reason)
+        return out
+
+    assert pyotp.run(main) == [("invalid_restart_type", "sometimes")] * 2
+
+
 # --------------------------------------------------------------------- ensure_all_started
 
 
@@ -396,6 +456,21 @@ def test_env_from_the_node_config_overrides_the_app_env():
     assert env == {"port": 1, "host": "localhost"}
 
 
+def test_env_set_before_load_keeps_the_keys_the_app_and_config_do_not_set():
+    """As Erlang: load overrides only the keys of the .app env and sys.config; the others
+    set with set_env before the load stay."""
+
+    async def main():
+        application.set_env("shop", "extra", 3)
+        application.set_env("shop", "port", 99)
+        application.set_env("shop", "host", "h")
+        application.load(_app("shop", env={"port": 8080}))
+        return application.get_all_env("shop")
+
+    env = pyotp.run(main, config={"shop": {"host": "cfg"}})
+    assert env == {"extra": 3, "port": 8080, "host": "cfg"}
+
+
 def test_env_reads_a_toml_config_file(tmp_path):
     path = tmp_path / "sys.toml"
     path.write_text('[kernel]\nnet_ticktime = 60\n[shop]\nport = 9090\nhosts = ["a", "b"]\n')
@@ -496,6 +571,41 @@ def test_a_transient_app_that_dies_abnormally_takes_the_node_down():
     reason, seen = _node_goes_down("transient", "boom")
     assert reason == ("application_terminated", "core", "boom")
     assert seen == ["shutdown"]
+
+
+def test_a_killed_application_master_ends_the_application_by_its_restart_type():
+    """As Erlang's application_controller (linked to every master): a master killed from
+    outside ends the application with reason killed; a temporary one can start again."""
+
+    async def main():
+        await _probe()
+        await application.start(_app("tmp"))
+        _, top, master = await _started("tmp")
+        pyotp.exit(master, "kill")
+        assert await _wait_down(top) == "killed"
+        for _ in range(50):
+            if not application.which_applications():
+                break
+            try:
+                await pyotp.receive(("never",), timeout=0.02)
+            except pyotp.Timeout:
+                pass
+        gone = application.which_applications()
+        await application.start("tmp")
+        return gone, [a[0] for a in application.which_applications()]
+
+    assert pyotp.run(main) == ([], ["tmp"])
+
+    async def permanent():
+        await _probe()
+        await application.start(_app("core"), "permanent")
+        _, _, master = await _started("core")
+        pyotp.exit(master, "kill")
+        await pyotp.receive(("never",), timeout=WAIT)
+
+    with pytest.raises(pyotp.ProcessCrash) as ei:
+        pyotp.run(permanent)
+    assert ei.value.reason == ("application_terminated", "core", "killed")
 
 
 def test_stopping_a_permanent_app_does_not_take_the_node_down():

@@ -300,3 +300,25 @@ def test_whereis_name_answers_on_every_scheduler_of_a_node():
         return seen == pyotp.self(), their_os != os.getpid()
 
     assert pyotp.run(main, name=node_name("g"), cookie="c", schedulers=2) == (True, True)
+
+
+async def _register_read_unregister_read(name, parent):
+    """Register and unregister `name`, reading it right after each (on this scheduler)."""
+    from pyotp import global_ as g
+
+    me = pyotp.self()
+    ok = await g.register_name(name, me)
+    seen = g.whereis_name(name)
+    await g.unregister_name(name)
+    pyotp.send(parent, ("read", ok, seen == me, g.whereis_name(name)))
+
+
+def test_a_registration_is_seen_at_once_by_the_caller_on_another_scheduler():
+    """As Erlang's global: once register_name/unregister_name returns, whereis_name of
+    every process of the node sees it, also on a scheduler that is not the server's."""
+
+    async def main():
+        pyotp.spawn(_register_read_unregister_read, "here", pyotp.self(), scheduler=1)
+        return (await pyotp.receive(("read", ANY, ANY, ANY), timeout=T))[1:]
+
+    assert pyotp.run(main, schedulers=2) == (True, True, None)

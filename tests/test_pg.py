@@ -248,3 +248,26 @@ def test_get_members_answers_on_every_scheduler_of_a_node():
         return members == [pyotp.self()], their_os != os.getpid()
 
     assert pyotp.run(main, name=node_name("p"), cookie="c", schedulers=2) == (True, True)
+
+
+async def _join_read_leave_read(group, parent):
+    """Join and leave `group`, reading the members right after each (on this scheduler)."""
+    from pyotp import pg as p
+
+    me = pyotp.self()
+    await p.join(group, me)
+    joined = (p.get_members(group), p.get_local_members(group), p.which_groups())
+    await p.leave(group, me)
+    left = (p.get_members(group), p.get_local_members(group), p.which_groups())
+    pyotp.send(parent, ("read", joined == ([me], [me], [group]), left == ([], [], [])))
+
+
+def test_a_join_or_leave_is_seen_at_once_by_the_caller_on_another_scheduler():
+    """As Erlang's pg (an ets table): once join/leave returns, every process of the node
+    reads the change, also on the scheduler that is not the scope server's."""
+
+    async def main():
+        pyotp.spawn(_join_read_leave_read, "here", pyotp.self(), scheduler=1)
+        return (await pyotp.receive(("read", ANY, ANY), timeout=T))[1:]
+
+    assert pyotp.run(main, schedulers=2) == (True, True)
