@@ -40,6 +40,7 @@ from schedulers import receive as receive_any
 from transport import BadArg, CallExit, CallTimeout, Pid, StartError
 
 from . import _api, _gen, gen_server
+from ._replicas import Replicas
 
 __all__ = ["register_name", "send", "sync", "unregister_name", "whereis_name"]
 
@@ -268,9 +269,12 @@ class _Server(gen_server.GenServer):
         self.pending: dict[Any, list] = {}  # tag -> [from_, reply, replicas yet to ack]
         # One replica process on every other scheduler of this node, so whereis_name (a
         # plain read) answers from any scheduler; updates follow each change in order.
-        sched = get()
-        others = sorted(set(sched.router.creations) - {sched.index}) if sched.router else []
-        self.replicas = [_api.spawn(_replica, self_pid(), scheduler=k) for k in others]
+        me = self_pid()
+        self.replicas = Replicas(
+            lambda k: _api.spawn(_replica, me, scheduler=k),
+            self._replica_lost,
+            lambda pid: _api.send(pid, ("load", dict(_table()))),
+        )
         self._tick()
         return ("ok", None)
 
@@ -283,18 +287,23 @@ class _Server(gen_server.GenServer):
         if not self.replicas:
             return ("reply", reply, state)
         tag = _api.make_ref()
-        self.pending[tag] = [from_, reply, len(self.replicas)]
+        self.pending[tag] = [from_, reply, set(self.replicas)]
         self._push(("ack", self_pid(), tag))
         return ("noreply", state)
 
-    def _replicated(self, tag: Any) -> None:
+    def _replicated(self, tag: Any, replica: Pid) -> None:
         entry = self.pending.get(tag)
         if entry is None:
             return
-        entry[2] -= 1
-        if entry[2] == 0:
+        entry[2].discard(replica)
+        if not entry[2]:
             del self.pending[tag]
             gen_server.reply(entry[0], entry[1])
+
+    def _replica_lost(self, replica: Pid) -> None:
+        """A replica went with its scheduler: no change waits for it any longer."""
+        for tag in list(self.pending):
+            self._replicated(tag, replica)
 
     # ---------------------------------------------------------------- table
 
@@ -425,6 +434,8 @@ class _Server(gen_server.GenServer):
         if msg == "$tick":
             self._poll()
             self._tick()
+        elif self.replicas.handle_info(msg):
+            pass
         elif type(msg) is tuple and len(msg) == 5 and msg[0] == "DOWN":
             ref, pid = msg[1], msg[3]
             entry = self.mons.pop(ref, None)
@@ -436,8 +447,8 @@ class _Server(gen_server.GenServer):
                     self._push(("del", name))
             elif self.holder_mons.get(pid) == ref:
                 self._holder_gone(pid)
-        elif type(msg) is tuple and len(msg) == 2 and msg[0] == "$replicated":
-            self._replicated(msg[1])
+        elif type(msg) is tuple and len(msg) == 3 and msg[0] == "$replicated":
+            self._replicated(msg[1], msg[2])
         elif type(msg) is tuple and len(msg) == 2 and msg[0] == "nodedown":
             self.known.discard(msg[1])
         return ("noreply", state)
@@ -474,7 +485,10 @@ async def _replica(server: Pid) -> None:
         elif msg[0] == "del":
             table.pop(msg[1], None)
         elif msg[0] == "ack":  # the server waits for it before it answers a change
-            _api.send(msg[1], ("$replicated", msg[2]))
+            _api.send(msg[1], ("$replicated", msg[2], self_pid()))
+        elif msg[0] == "load":  # a replica started on a scheduler that replaced a lost one
+            table.clear()
+            table.update(msg[1])
         elif msg[0] == "DOWN" and msg[1] == ref:
             table.clear()
             return

@@ -37,6 +37,7 @@ from schedulers import receive as receive_any
 from transport import BadArg, CallExit, CallTimeout, OtpError, Pid, Ref, StartError, Timeout
 
 from . import _api, gen_server
+from ._replicas import Replicas
 
 __all__ = [
     "DEFAULT_SCOPE",
@@ -439,11 +440,12 @@ class _Server(gen_server.GenServer):
             self.watcher_mons[w] = _api.monitor(w)
         # A replica on every other scheduler of this node keeps a copy of the tables, so
         # the plain reads (get_members, ...) answer from any scheduler.
-        sched = get()
-        others = sorted(set(sched.router.creations) - {sched.index}) if sched.router else []
-        self.replicas = [
-            _api.spawn(_replica, scope, self_pid(), scheduler=k) for k in others
-        ]
+        me = self_pid()
+        self.replicas = Replicas(
+            lambda k: _api.spawn(_replica, scope, me, scheduler=k),
+            lambda pid: None,  # a client waiting for its ack sees its DOWN
+            self._push_all,
+        )
         self._pushed: Any = None
         self._ack: Any = None  # (client, tag) of the change the next push acknowledges
         await self._meet()
@@ -493,6 +495,11 @@ class _Server(gen_server.GenServer):
             for replica in self.replicas:
                 _api.send(replica, ("tables", *snapshot, ack))
 
+    def _push_all(self, _new_replica: Pid) -> None:
+        """A replica replaced a lost one: send the tables again (it has none)."""
+        self._pushed = None
+        self._push()
+
     def handle_call(self, req: Any, from_: Any, state: Any) -> Any:
         result = self._handle_call(req, from_, state)
         self._push()
@@ -531,7 +538,7 @@ class _Server(gen_server.GenServer):
             st.notify("join", group, pids)
             self._broadcast(("join", self_pid(), group, pids, ack))
             self._ack = ack
-            return ("reply", ("ok", self._peers() + self.replicas), state)
+            return ("reply", ("ok", self._peers() + self.replicas.list()), state)
         members = st.local.get(group, [])
         gone = []
         for p in pids:
@@ -547,7 +554,7 @@ class _Server(gen_server.GenServer):
         st.notify("leave", group, gone)
         self._broadcast(("leave", self_pid(), group, gone, ack))
         self._ack = ack
-        return ("reply", ("ok", self._peers() + self.replicas), state)
+        return ("reply", ("ok", self._peers() + self.replicas.list()), state)
 
     def _maybe_forget(self, pid: Pid) -> None:
         if any(pid in m for m in self.st.local.values()):
@@ -612,6 +619,8 @@ class _Server(gen_server.GenServer):
             self._poll()
             self._tick()
             return ("noreply", state)
+        if self.replicas.handle_info(msg):
+            return ("noreply", state)
         if type(msg) is not tuple or not msg:
             return ("noreply", state)
         kind = msg[0]
@@ -622,7 +631,7 @@ class _Server(gen_server.GenServer):
                 _api.send(peer, ("discover", me))
             self._apply_remote(peer, kind, group, pids)
             if ack is not None:  # our replicas acknowledge too, after the push
-                _api.send(ack[0], (ack[1], "pg_ack", me, self.replicas))
+                _api.send(ack[0], (ack[1], "pg_ack", me, self.replicas.list()))
                 self._ack = ack
         elif kind == "discover" and len(msg) == 2:
             peer = msg[1]

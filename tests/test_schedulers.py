@@ -21,7 +21,7 @@ import pytest
 import zmq
 
 import pyotp
-from pyotp import ANY, gen_server, supervisor
+from pyotp import ANY, gen_server, global_, pg, supervisor
 
 pytestmark = pytest.mark.slow
 
@@ -552,6 +552,43 @@ def test_a_killed_scheduler_fires_noconnection_and_is_replaced_with_a_new_creati
     logging.disable(logging.CRITICAL)
     try:
         assert run2(main) == ("noconnection", "noconnection", 1, True)
+    finally:
+        logging.disable(logging.NOTSET)
+
+
+def report_names(parent):
+    """Tell `parent` what this scheduler's copies of the global_ and pg tables say."""
+    pyotp.send(parent, ("names", global_.whereis_name("before"),
+                        global_.whereis_name("after"), pg.get_members("g")))
+
+
+def test_global_and_pg_serve_a_scheduler_that_replaced_a_killed_one():
+    """Their copies on a replaced scheduler come back, and no change waits on the lost one."""
+
+    async def main():
+        me = pyotp.self()
+        assert await global_.register_name("before", me)
+        probe = pyotp.spawn(echo, scheduler=1)
+        pyotp.send(probe, (me, "who"))
+        _, victim = await pyotp.receive(("who", ANY), timeout=T)
+        os.kill(victim, signal.SIGKILL)
+        await wait_for(lambda: any(s.index == 1 and s.creation == probe.creation + 1
+                                   for s in pyotp.scheduler_statistics()))
+        other = pyotp.spawn(idle)
+        registered = await asyncio.wait_for(global_.register_name("after", other), T)
+        await asyncio.wait_for(pg.join("g", me), T)
+        want = ("names", me, other, [me])
+        end = time.monotonic() + T
+        while True:  # the copies on the new scheduler 1 catch up
+            pyotp.spawn(report_names, me, scheduler=1)
+            seen = await pyotp.receive(("names", ANY, ANY, ANY), timeout=T)
+            if seen == want or time.monotonic() > end:
+                return registered, seen == want
+            await asyncio.sleep(0.05)
+
+    logging.disable(logging.CRITICAL)
+    try:
+        assert run2(main) == (True, True)
     finally:
         logging.disable(logging.NOTSET)
 
