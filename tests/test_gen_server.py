@@ -373,6 +373,25 @@ def test_bad_return_value_reason_holds_the_returned_value():
     assert pyotp.run(main) == ("bad_return_value", ("repyl", 1))
 
 
+def test_a_reply_return_with_a_bad_timeout_is_a_bad_return_value_and_sends_no_reply():
+    """As OTP: ("reply", r, s, bogus) stops the server before replying; the call exits."""
+
+    async def main():
+        reasons = []
+        for extra in ("bogus", -1, True, ("continue",)):
+            pid, ref = await _start_monitored(Echo, pyotp.self())
+            with pytest.raises(pyotp.CallExit) as info:
+                await gen_server.call(pid, ("reply_timeout", extra))
+            kind, value = info.value.reason
+            reasons.append((kind, value[0], value[3]))
+            await _down(ref)
+        return reasons
+
+    assert pyotp.run(main) == [
+        ("bad_return_value", "reply", extra) for extra in ("bogus", -1, True, ("continue",))
+    ]
+
+
 def test_raising_exit_in_a_callback_terminates_with_that_reason():
     """Ports gen_server_SUITE:crash (exit/1 inside a callback)."""
 
