@@ -252,7 +252,8 @@ async def stop(dest: Any, reason: Any = "normal", timeout: float | None = None) 
 
     Raises:
         CallExit: "noproc" when there is no such server; its exit reason when it ended
-            with another reason (e.g. `terminate` crashed).
+            with another reason (e.g. `terminate` crashed); "calling_self" when `dest` is
+            the caller.
         CallTimeout: it did not stop within `timeout` seconds.
     """
     await _gen.stop(dest, reason, timeout)

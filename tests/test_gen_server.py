@@ -549,6 +549,35 @@ def test_stop_runs_terminate_with_the_reason_and_waits():
     assert pyotp.run(main) == "noproc"
 
 
+class SelfCaller(gen_server.GenServer):
+    """Calls or stops itself from handle_call and replies with what that raised."""
+
+    async def handle_call(self, req, from_, state):
+        try:
+            if req == "call":
+                await gen_server.call(pyotp.self(), "x", timeout=1)
+            else:
+                await gen_server.stop(req, "normal", timeout=None)
+        except pyotp.CallExit as e:
+            return ("reply", e.reason, state)
+        return ("reply", "returned", state)
+
+
+def test_a_call_or_stop_to_itself_raises_call_exit_calling_self_at_once():
+    """As OTP's {calling_self, ...}: no deadlock, the server stays alive."""
+
+    async def main():
+        pid = await gen_server.start(SelfCaller, None, name="selfish")
+        got = [await gen_server.call(pid, req, timeout=2) for req in ("call", pid, "selfish")]
+        with pytest.raises(pyotp.CallExit) as info:
+            await gen_server.stop(pyotp.self(), timeout=1)
+        got.append(info.value.reason)
+        got.append(await gen_server.call(pid, "call", timeout=2))
+        return got
+
+    assert pyotp.run(main) == ["calling_self"] * 5
+
+
 def test_stop_returned_from_handle_call_replies_after_terminate():
     """Ports gen_server_SUITE:call ({stop, Reason, Reply, State})."""
 
