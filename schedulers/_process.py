@@ -303,13 +303,16 @@ def _holds_ref(patterns: tuple, ref: Ref) -> bool:
     if not patterns:
         return False
     for p in patterns:
-        if p != ref and not (type(p) is tuple and _tuple_holds(p, ref)):
+        if type(p) is tuple:
+            if not _tuple_holds(p, ref):
+                return False
+        elif p is not ref and (type(p) is not Ref or p != ref):
             return False
     return True
 
 
 def _tuple_holds(p: tuple, ref: Ref) -> bool:
     for e in p:
-        if type(e) is Ref and e == ref:
+        if e is ref or (type(e) is Ref and e == ref):
             return True
     return False
