@@ -431,7 +431,8 @@ async def stop(dest: Any, reason: Any = "normal", timeout: float | None = None) 
 
     Raises:
         CallExit: "noproc" when there is no such process; the exit reason when it ended
-            with another reason than the one asked for.
+            with another reason than the one asked for; "calling_self" when `dest` is the
+            caller (it could never see itself stop).
         CallTimeout: it did not stop within `timeout` seconds.
     """
     check_timeout(timeout, "stop")
@@ -439,6 +440,9 @@ async def stop(dest: Any, reason: Any = "normal", timeout: float | None = None) 
     pid = _resolve(dest)
     if pid is None:
         raise CallExit("noproc", f"stop {dest!r}: no such process (noproc)")
+    if pid == me.pid:
+        raise CallExit("calling_self", "stop: a process cannot stop itself this way "
+                       "(return a stop tuple or raise pyotp.Exit)")
     sched = get()
     mref = sched.monitor(me, pid)
     _api.send(pid, ("$system", (me.pid, mref), ("terminate", reason)))

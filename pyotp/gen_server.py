@@ -252,7 +252,8 @@ async def stop(dest: Any, reason: Any = "normal", timeout: float | None = None) 
 
     Raises:
         CallExit: "noproc" when there is no such server; its exit reason when it ended
-            with another reason (e.g. `terminate` crashed).
+            with another reason (e.g. `terminate` crashed); "calling_self" when `dest` is
+            the caller.
         CallTimeout: it did not stop within `timeout` seconds.
     """
     await _gen.stop(dest, reason, timeout)
@@ -488,13 +489,13 @@ async def _loop(proc: Any, mod: Any, state: Any, parent: Pid, extra: Any) -> Non
                     if type(r) is tuple:
                         n = len(r)
                         if r[0] == "reply" and n in (3, 4):
+                            extra = r[3] if n == 4 else None
+                            if extra is not None and not _valid_extra(extra):
+                                raise _BadReturn(r)  # as OTP: no reply, the caller exits
                             _fast_reply(from_, r[1])
                             if dbg is not None:
                                 dbg.msg_out(r[1], from_)
                             state = r[2]
-                            extra = r[3] if n == 4 else None
-                            if extra is not None and not _valid_extra(extra):
-                                raise _BadReturn(r)
                             continue
                         if r[0] == "stop" and n == 4:
                             raise _Stop(r[1], r[3], from_, r[2])

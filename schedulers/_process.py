@@ -298,11 +298,21 @@ async def _dead_end(proc: Process) -> None:
 
 
 def _holds_ref(patterns: tuple, ref: Ref) -> bool:
+    """True when every pattern needs `ref` (itself or a top-level tuple element): only then
+    can no message older than the ref match, and the scan may start at the marker."""
+    if not patterns:
+        return False
     for p in patterns:
-        if p == ref:
-            return True
         if type(p) is tuple:
-            for e in p:
-                if type(e) is Ref and e == ref:
-                    return True
+            if not _tuple_holds(p, ref):
+                return False
+        elif p is not ref and (type(p) is not Ref or p != ref):
+            return False
+    return True
+
+
+def _tuple_holds(p: tuple, ref: Ref) -> bool:
+    for e in p:
+        if e is ref or (type(e) is Ref and e == ref):
+            return True
     return False

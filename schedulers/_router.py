@@ -23,7 +23,7 @@ import select
 import time
 from typing import Any
 
-from transport import BadArg, CodecError, NotSerializable, Pid, Ref, _codec
+from transport import BadArg, CodecError, Crash, NotSerializable, Pid, Ref, _codec
 from transport import _frames as F
 from transport._codec import _raw_decode, _raw_encode, decode, to_wire
 
@@ -63,6 +63,19 @@ def resolve_fn(name: str) -> Any:
 
 async def _undefined(name: str, error: str) -> None:
     raise LookupError(f"cannot run {name} on this scheduler: {error}")
+
+
+def _exit_reason(reason: Any) -> Any:
+    """The wire form of a dead process's exit reason for its links and monitors elsewhere.
+
+    A reason that is no term (e.g. `raise Exit({1, 2})`) cannot cross; refusing it would
+    leave those watchers unaware of the death, so they get a `Crash` of type
+    "NotSerializable" naming it instead.
+    """
+    try:
+        return to_wire(reason)
+    except NotSerializable as exc:
+        return to_wire(Crash("NotSerializable", f"exit reason {reason!r}: {exc}"))
 
 
 class Router:
@@ -378,8 +391,11 @@ class Router:
             self._to(pid, F.Unlink(to_wire(sender), to_wire(pid)))
 
     def exit(self, sender: Pid, pid: Pid, reason: Any, linked: bool) -> None:
+        """Send an exit signal; a link's reason that is no term crosses as a Crash (see
+        `_exit_reason`), while `exit/2` with one raises NotSerializable, as a send does."""
         if self.alive(pid):
-            self._to(pid, F.Exit(to_wire(sender), to_wire(pid), to_wire(reason), linked))
+            wire = _exit_reason(reason) if linked else to_wire(reason)
+            self._to(pid, F.Exit(to_wire(sender), to_wire(pid), wire, linked))
 
     def monitor(self, watcher: Pid, pid: Pid, ref: Ref, ident: Any) -> None:
         if not self.alive(pid):
@@ -411,10 +427,10 @@ class Router:
         if type(ident) is Pid and _made_where(ref, watcher):
             # The usual case (a monitor by pid, its ref made where the watcher lives).
             self._to(watcher, F.DownOf(watcher.serial, watcher.creation, ref.id,
-                                       to_wire(reason)))
+                                       _exit_reason(reason)))
             return
         self._to(
-            watcher, F.Down(to_wire(watcher), to_wire(ref), to_wire(ident), to_wire(reason))
+            watcher, F.Down(to_wire(watcher), to_wire(ref), to_wire(ident), _exit_reason(reason))
         )
 
     def spawn(

@@ -373,6 +373,25 @@ def test_bad_return_value_reason_holds_the_returned_value():
     assert pyotp.run(main) == ("bad_return_value", ("repyl", 1))
 
 
+def test_a_reply_return_with_a_bad_timeout_is_a_bad_return_value_and_sends_no_reply():
+    """As OTP: ("reply", r, s, bogus) stops the server before replying; the call exits."""
+
+    async def main():
+        reasons = []
+        for extra in ("bogus", -1, True, ("continue",)):
+            pid, ref = await _start_monitored(Echo, pyotp.self())
+            with pytest.raises(pyotp.CallExit) as info:
+                await gen_server.call(pid, ("reply_timeout", extra))
+            kind, value = info.value.reason
+            reasons.append((kind, value[0], value[3]))
+            await _down(ref)
+        return reasons
+
+    assert pyotp.run(main) == [
+        ("bad_return_value", "reply", extra) for extra in ("bogus", -1, True, ("continue",))
+    ]
+
+
 def test_raising_exit_in_a_callback_terminates_with_that_reason():
     """Ports gen_server_SUITE:crash (exit/1 inside a callback)."""
 
@@ -528,6 +547,35 @@ def test_stop_runs_terminate_with_the_reason_and_waits():
         return info.value.reason
 
     assert pyotp.run(main) == "noproc"
+
+
+class SelfCaller(gen_server.GenServer):
+    """Calls or stops itself from handle_call and replies with what that raised."""
+
+    async def handle_call(self, req, from_, state):
+        try:
+            if req == "call":
+                await gen_server.call(pyotp.self(), "x", timeout=1)
+            else:
+                await gen_server.stop(req, "normal", timeout=None)
+        except pyotp.CallExit as e:
+            return ("reply", e.reason, state)
+        return ("reply", "returned", state)
+
+
+def test_a_call_or_stop_to_itself_raises_call_exit_calling_self_at_once():
+    """As OTP's {calling_self, ...}: no deadlock, the server stays alive."""
+
+    async def main():
+        pid = await gen_server.start(SelfCaller, None, name="selfish")
+        got = [await gen_server.call(pid, req, timeout=2) for req in ("call", pid, "selfish")]
+        with pytest.raises(pyotp.CallExit) as info:
+            await gen_server.stop(pyotp.self(), timeout=1)
+        got.append(info.value.reason)
+        got.append(await gen_server.call(pid, "call", timeout=2))
+        return got
+
+    assert pyotp.run(main) == ["calling_self"] * 5
 
 
 def test_stop_returned_from_handle_call_replies_after_terminate():

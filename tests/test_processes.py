@@ -186,29 +186,52 @@ def test_match_follows_the_pattern_language():
     assert m("x", "x") and not m("x", "y")
 
 
+class _EqSpy:
+    """A message element that counts how often a pattern compared itself with it."""
+
+    seen = 0
+
+    def __eq__(self, other):
+        type(self).seen += 1
+        return False
+
+    __hash__ = object.__hash__
+
+
 def test_a_fresh_ref_receive_skips_messages_queued_before_the_ref():
     """The receive marker: a call/reply receive does not rescan an old, long queue."""
 
     async def main():
         me = pyotp.self()
+        spy = _EqSpy()
         for i in range(20_000):
-            pyotp.send(me, ("old", i))
+            pyotp.send(me, (spy, i))
         proc = __import__("schedulers").current_process()
         ref = pyotp.make_ref()
         assert proc.marker_pos == 20_000
-        seen = []
-
-        def spy(msg):
-            seen.append(msg)
-            return False
-
         pyotp.send(me, (ref, "answer"))
-        got = await pyotp.receive((ref, ANY), spy, timeout=5)
-        # the spy pattern only saw messages from the marker on, never the 20,000 old ones
-        assert len(seen) <= 1
-        return got[1], proc.queue_len()
+        got = await pyotp.receive((ref, ANY), timeout=5)
+        # the ref pattern was never compared with the 20,000 old messages
+        return got[1], proc.queue_len(), _EqSpy.seen
 
-    assert pyotp.run(main) == ("answer", 20_000)
+    assert pyotp.run(main) == ("answer", 20_000, 0)
+
+
+def test_a_receive_with_one_pattern_without_the_fresh_ref_still_sees_older_messages():
+    """The marker applies only when every pattern needs the ref: the oldest match wins."""
+
+    async def main():
+        me = pyotp.self()
+        pyotp.send(me, ("a", 1))
+        pyotp.send(me, 5)
+        ref = pyotp.make_ref()
+        pyotp.send(me, ("b", ref))
+        first = await pyotp.receive(("a", ANY), ("b", ref), timeout=0)
+        second = await pyotp.receive(int, (ref, ANY), timeout=0)
+        third = await pyotp.receive(ref, ("b", ref), timeout=0)
+        return first, second, third == ("b", ref)
+
+    assert pyotp.run(main) == (("a", 1), 5, True)
 
 
 def test_receive_marker_makes_call_reply_fast_with_a_long_queue():

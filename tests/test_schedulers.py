@@ -109,6 +109,11 @@ class Counter(gen_server.GenServer):
         return ("reply", n, n + 1)
 
 
+async def exit_with_a_set_after_go():
+    await pyotp.receive("go")
+    raise pyotp.Exit({1, 2})
+
+
 async def burst_on_go(to):
     await pyotp.receive("go")
     for m in (("a", 1), ("b", 2), ("c", 3), ("b", 4), ("d", 5)):
@@ -242,6 +247,24 @@ def test_a_crash_on_another_scheduler_reaches_a_linked_trapping_process():
     finally:
         logging.disable(logging.NOTSET)
     assert same and isinstance(reason, pyotp.Crash) and reason.type == "RuntimeError"
+
+
+def test_an_exit_reason_that_is_no_term_still_reaches_links_and_monitors_elsewhere():
+    """A dying process's EXIT and DOWN cannot be refused: a non-term reason crosses as a
+    Crash of type NotSerializable, every watcher hears, and a plain exit/2 still refuses."""
+
+    async def main():
+        pyotp.process_flag("trap_exit", True)
+        pid = pyotp.spawn_link(exit_with_a_set_after_go, scheduler=1)
+        ref = pyotp.monitor(pid)
+        pyotp.send(pid, "go")
+        exit_msg = await pyotp.receive(("EXIT", pid, ANY), timeout=T)
+        down = await pyotp.receive(("DOWN", ref, "process", pid, ANY), timeout=T)
+        with pytest.raises(pyotp.NotSerializable):
+            pyotp.exit(pyotp.spawn(idle, scheduler=1), {3})
+        return [(r.type, "{1, 2}" in r.message) for r in (exit_msg[2], down[4])]
+
+    assert run2(main) == [("NotSerializable", True)] * 2
 
 
 def test_an_exit_signal_kills_a_process_on_another_scheduler_and_its_monitor_fires():
