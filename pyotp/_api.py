@@ -347,7 +347,7 @@ _WAIT = 10.0  # default seconds the node-wide calls below wait on another schedu
 
 def check_timeout(timeout: Any, what: str) -> None:
     """Raise BadArg unless `timeout` is None or a number of seconds >= 0."""
-    if timeout is not None and (type(timeout) not in (int, float) or timeout < 0):
+    if timeout is not None and (type(timeout) not in (int, float) or not timeout >= 0):
         raise BadArg(f"{what}: timeout must be None or seconds >= 0, got {timeout!r}")
 
 
@@ -462,7 +462,7 @@ def send_after(seconds: float, dest: Pid | str | tuple[str, str], msg: Any) -> R
         BadArg: `seconds` is not a number >= 0, or `dest` not a pid, name or (name, node).
     """
     sched = _scheduler("pyotp.send_after()")
-    if type(seconds) not in (int, float) or seconds < 0:
+    if type(seconds) not in (int, float) or not seconds >= 0:  # NaN too
         raise BadArg(f"send_after expects seconds >= 0, got {seconds!r}")
     if not (
         type(dest) is Pid

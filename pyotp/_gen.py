@@ -239,7 +239,7 @@ async def call(dest: Any, request: Any, timeout: float | None = 5.0, what: str =
             exit reason), or its node is down ("noconnection"); "calling_self" for a call to
             the caller itself.
     """
-    if timeout is not None and (type(timeout) not in (int, float) or timeout < 0):
+    if timeout is not None and (type(timeout) not in (int, float) or not timeout >= 0):
         check_timeout(timeout, what)
     me = _current_get(None)
     if me is None:

@@ -43,7 +43,7 @@ def _check(node: Any, fn: Any, timeout: Any = None) -> None:
         raise BadArg(f"rpc expects a node name like 'b@127.0.0.1', got {node!r}")
     if not callable(fn):
         raise BadArg(f"rpc expects a function to call, got {fn!r}")
-    if timeout is not None and (type(timeout) not in (int, float) or timeout < 0):
+    if timeout is not None and (type(timeout) not in (int, float) or not timeout >= 0):
         raise BadArg(f"rpc timeout must be None or seconds >= 0, got {timeout!r}")
 
 

@@ -174,6 +174,34 @@ def test_receive_rejects_a_bad_timeout():
     assert pyotp.run(main)
 
 
+def test_a_nan_timeout_is_badarg_and_an_infinite_one_waits_forever():
+    from pyotp import gen_server
+
+    class Srv(gen_server.GenServer):
+        def init(self, arg):
+            return ("ok", arg)
+
+        def handle_call(self, req, from_, state):
+            return ("reply", state, state)
+
+    async def main():
+        nan, inf = float("nan"), float("inf")
+        with pytest.raises(pyotp.BadArg, match="nan"):
+            await pyotp.receive(timeout=nan)
+        with pytest.raises(pyotp.BadArg, match="nan"):
+            pyotp.send_after(nan, pyotp.self(), "m")
+        srv = await gen_server.start(Srv, 7, timeout=inf)
+        with pytest.raises(pyotp.BadArg, match="nan"):
+            await gen_server.call(srv, "get", timeout=nan)
+        assert await gen_server.call(srv, "get", timeout=inf) == 7
+        with pytest.raises(pyotp.BadArg, match="nan"):
+            await pyotp.process_info(srv, timeout=nan)
+        pyotp.send_after(0.05, pyotp.self(), "late")
+        return await pyotp.receive(timeout=inf)
+
+    assert pyotp.run(main) == "late"
+
+
 def test_match_follows_the_pattern_language():
     m = pyotp.match
     assert m(ANY, object())
