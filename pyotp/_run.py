@@ -133,16 +133,6 @@ async def _boot(
     pool = None
     max_size = _max_message_size(cfg)
     busy_wait = _busy_wait(cfg)
-    if name is not None:
-        host = parse_node(name)[1]
-        pool = Pool(sched, schedulers, host=host, max_message_size=max_size, busy_wait=busy_wait)
-        ticktime = float(cfg.get("kernel", {}).get("net_ticktime", 60))
-        control = NodeControl(pool, name, resolve_cookie(cookie), ticktime)
-        sched.router.net_connect = control.connect
-        sched.router.net_disconnect = control.disconnect
-        sched.router.node_control = control
-    elif schedulers > 1:
-        pool = Pool(sched, schedulers, max_message_size=max_size, busy_wait=busy_wait)
     stopped_by_signal = False
     interrupted = False
 
@@ -167,6 +157,20 @@ async def _boot(
     except (ValueError, RuntimeError, NotImplementedError):
         pass  # not the main thread: the signals keep their default meaning
     try:
+        # Inside the try: a node that fails to boot (e.g. a host it cannot listen on) still
+        # leaves this OS process clean, so a later `run` works.
+        if name is not None:
+            host = parse_node(name)[1]
+            pool = Pool(
+                sched, schedulers, host=host, max_message_size=max_size, busy_wait=busy_wait
+            )
+            ticktime = float(cfg.get("kernel", {}).get("net_ticktime", 60))
+            control = NodeControl(pool, name, resolve_cookie(cookie), ticktime)
+            sched.router.net_connect = control.connect
+            sched.router.net_disconnect = control.disconnect
+            sched.router.node_control = control
+        elif schedulers > 1:
+            pool = Pool(sched, schedulers, max_message_size=max_size, busy_wait=busy_wait)
         if pool is not None:
             await pool.start()
         if control is not None:

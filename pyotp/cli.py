@@ -134,6 +134,8 @@ def _run_command(
         pyotp.run(main, *args, schedulers=n, name=name, cookie=cookie, config=config)
     except pyotp.BadArg as e:
         raise _UsageError(str(e)) from None
+    except OSError as e:  # the node could not boot, e.g. a host or port it cannot listen on
+        raise _UsageError(f"node {name} cannot start: {e.strerror or e}") from None
     except pyotp.ProcessCrash as e:
         print(f"pyotp run: {target} exited with reason: {_describe(e.reason)}",
               file=sys.stderr, flush=True)

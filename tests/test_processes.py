@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 
 import pytest
 
@@ -700,6 +701,29 @@ def test_run_rejects_bad_arguments():
         pyotp.run(lambda: None, schedulers=0)
     with pytest.raises(pyotp.BadArg, match="name"):
         pyotp.run(lambda: None, name="nohost")
+    # ZeroMQ would bind port 99999 as 34463: a node named for a port it does not listen on.
+    for bad in ("a@127.0.0.1:99999", "a@127.0.0.1:0", "a@127.0.0.1:-1", "a@127.0.0.1:x"):
+        with pytest.raises(pyotp.BadArg, match="name"):
+            pyotp.run(lambda: None, name=bad)
+
+
+def test_a_node_that_cannot_listen_on_its_host_fails_clearly_and_leaves_no_trace():
+    """192.0.2.1 (TEST-NET-1) is no address of this machine: the bind fails at once."""
+    with pytest.raises(OSError, match=r"cannot listen on host '192\.0\.2\.1'"):
+        pyotp.run(lambda: None, name="a@192.0.2.1")
+    assert pyotp.run(lambda: "again") == "again"  # not "a node is already running"
+
+
+def test_net_and_rpc_refuse_a_node_name_with_a_bad_port():
+    async def main():
+        for bad in ("b@127.0.0.1:99999", "b@127.0.0.1:x", "nohost"):
+            with pytest.raises(pyotp.BadArg, match="node name"):
+                await pyotp.net.connect(bad)
+            with pytest.raises(pyotp.BadArg, match="node name"):
+                await pyotp.rpc.call(bad, len, "x")
+        return True
+
+    assert pyotp.run(main, name=f"badport{os.getpid()}@127.0.0.1")
 
 
 def test_send_to_name_and_this_node_that_nobody_holds_is_dropped_like_erlang():
