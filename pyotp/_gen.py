@@ -64,7 +64,10 @@ def _check_name(name: Any, what: str) -> None:
         return
     if type(name) is str and name:
         return
-    if type(name) is tuple and len(name) == 2 and name[0] in ("local", "global"):
+    if (
+        type(name) is tuple and len(name) == 2 and name[0] in ("local", "global")
+        and type(name[1]) is str and name[1]
+    ):
         return
     raise BadArg(f"{what}: name must be a str (or ('local'|'global', str)), got {name!r}")
 
