@@ -823,3 +823,35 @@ def test_a_process_that_swallows_its_kill_neither_freezes_nor_outlives_its_node(
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == repr(("killed", "still here", sched))
     assert "caught the exit that ended it ('killed')" in done.stderr
+
+
+def test_spawn_flags_and_demonitor_flush_must_be_bools():
+    async def main():
+        for opts in ({"link": "x"}, {"monitor": 1}, {"trap_exit": "yes"}, {"link": None}):
+            with pytest.raises(pyotp.BadArg, match="expect a bool"):
+                pyotp.spawn(_wait_forever, **opts)
+        ref = pyotp.monitor(pyotp.spawn(_wait_forever))
+        with pytest.raises(pyotp.BadArg, match="flush"):
+            pyotp.demonitor(ref, flush="x")
+        return pyotp.demonitor(ref, flush=True)
+
+    assert pyotp.run(main) is True
+
+
+def test_send_after_refuses_a_non_term_for_another_scheduler_at_once():
+    """It was accepted, then dropped without a word when the timer fired."""
+
+    async def main():
+        other = pyotp.spawn(_echo, scheduler=1)
+        await pyotp.register("echo_there", other)
+        for dest in (other, "echo_there"):
+            with pytest.raises(pyotp.NotSerializable, match="set"):
+                pyotp.send_after(0, dest, {1})
+        with pytest.raises(pyotp.NotSerializable, match="set"):
+            pyotp.send_after(0, ("x", "elsewhere@127.0.0.1"), {1})
+        here = pyotp.send_after(10, pyotp.self(), {1})  # stays on this scheduler: fine
+        pyotp.cancel_timer(here)
+        pyotp.send_after(0, other, (pyotp.self(), "ok"))
+        return await pyotp.receive(timeout=5)
+
+    assert pyotp.run(main, schedulers=2) == "ok"
