@@ -438,6 +438,26 @@ def test_a_bad_config_file_is_a_badarg_naming_the_file(tmp_path):
         pyotp.run(main, config=str(not_a_table))
 
 
+def test_a_bad_net_ticktime_or_attributes_are_refused_before_the_node_boots(tmp_path):
+    """net_ticktime "x" crashed a distributed boot with a raw ValueError; -1 or 0 was taken
+    (a node ticking every 0 s); attributes that other nodes cannot read were taken too."""
+    text = tmp_path / "tick.toml"
+    text.write_text('[kernel]\nnet_ticktime = "x"\n')
+
+    async def main():
+        return None
+
+    with pytest.raises(pyotp.BadArg, match="net_ticktime"):
+        pyotp.run(main, config=str(text))
+    for bad in ("x", -1, 0, True, float("nan")):
+        with pytest.raises(pyotp.BadArg, match="net_ticktime"):
+            pyotp.run(main, config={"kernel": {"net_ticktime": bad}})
+    with pytest.raises(pyotp.BadArg, match="str keys"):
+        pyotp.run(main, attributes={1: "x"})
+    with pytest.raises(pyotp.BadArg, match="set"):
+        pyotp.run(main, attributes={"zone": {"a"}})
+    assert pyotp.run(main, config={"kernel": {"net_ticktime": 0.5}}, attributes={"z": 1}) is None
+
 
 # --------------------------------------------------------------------- restart types
 
