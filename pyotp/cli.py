@@ -63,6 +63,8 @@ def _resolve_target(target: str) -> Any:
         if e.name is not None and module_name.startswith(e.name):
             raise _UsageError(f"cannot import module {module_name!r}: {e}") from None
         raise  # the module exists but imports something missing: show the real error
+    except (TypeError, ValueError) as e:  # not a module name at all, e.g. ".." or ".x"
+        raise _UsageError(f"{module_name!r} is not a module name: {e}") from None
     for part in attr.split("."):
         try:
             obj = getattr(obj, part)
