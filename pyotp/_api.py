@@ -93,11 +93,21 @@ def spawn(
         The new pid, or `(pid, ref)` with `monitor=True`.
 
     Raises:
-        BadArg: `fn` is not callable, or a placement option names no scheduler or node.
+        BadArg: `fn` is not callable, a flag is not a bool, or a placement option names no
+            scheduler or node.
         NotInProcess: `link`/`monitor` requested from outside a process, or no runtime.
     """
     if not callable(fn):
         raise BadArg(f"spawn expects a callable, got {type(fn).__name__}: {fn!r}")
+    if (
+        not (link is False or link is True)
+        or not (monitor is False or monitor is True)
+        or not (trap_exit is False or trap_exit is True)
+    ):
+        raise BadArg(
+            f"spawn link=, monitor= and trap_exit= expect a bool, got link={link!r}, "
+            f"monitor={monitor!r}, trap_exit={trap_exit!r}"
+        )
     sched = get()
     if sched is None:
         raise NotInProcess("pyotp.spawn()")
@@ -298,6 +308,8 @@ def demonitor(ref: Ref, flush: bool = False) -> bool:
     proc = current_process("pyotp.demonitor()")
     if type(ref) is not Ref:
         raise BadArg(f"demonitor expects a monitor Ref, got {ref!r}")
+    if type(flush) is not bool:
+        raise BadArg(f"demonitor flush= expects a bool, got {flush!r}")
     return get().demonitor(proc, ref, flush)
 
 
@@ -347,7 +359,7 @@ _WAIT = 10.0  # default seconds the node-wide calls below wait on another schedu
 
 def check_timeout(timeout: Any, what: str) -> None:
     """Raise BadArg unless `timeout` is None or a number of seconds >= 0."""
-    if timeout is not None and (type(timeout) not in (int, float) or timeout < 0):
+    if timeout is not None and (type(timeout) not in (int, float) or not timeout >= 0):
         raise BadArg(f"{what}: timeout must be None or seconds >= 0, got {timeout!r}")
 
 
@@ -460,9 +472,10 @@ def send_after(seconds: float, dest: Pid | str | tuple[str, str], msg: Any) -> R
 
     Raises:
         BadArg: `seconds` is not a number >= 0, or `dest` not a pid, name or (name, node).
+        NotSerializable: `msg` is not a term and `dest` is on another scheduler or node.
     """
     sched = _scheduler("pyotp.send_after()")
-    if type(seconds) not in (int, float) or seconds < 0:
+    if type(seconds) not in (int, float) or not seconds >= 0:  # NaN too
         raise BadArg(f"send_after expects seconds >= 0, got {seconds!r}")
     if not (
         type(dest) is Pid
@@ -473,6 +486,14 @@ def send_after(seconds: float, dest: Pid | str | tuple[str, str], msg: Any) -> R
             f"send_after expects a Pid, a registered name str or a (name, node) tuple as "
             f"destination, got {dest!r}"
         )
+    # A message that will cross a scheduler or node must be a term: refused now, as `send`
+    # would, not dropped when the timer fires.
+    target = sched.names.get(dest) if type(dest) is str else dest
+    if type(target) is Pid:
+        if target.scheduler != sched.index or target.node != sched.node:
+            to_wire(msg)
+    elif type(target) is tuple and target[1] != sched.node:
+        to_wire(msg)
     return sched.send_after(seconds, dest, msg, send)
 
 

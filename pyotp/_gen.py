@@ -64,7 +64,10 @@ def _check_name(name: Any, what: str) -> None:
         return
     if type(name) is str and name:
         return
-    if type(name) is tuple and len(name) == 2 and name[0] in ("local", "global"):
+    if (
+        type(name) is tuple and len(name) == 2 and name[0] in ("local", "global")
+        and type(name[1]) is str and name[1]
+    ):
         return
     raise BadArg(f"{what}: name must be a str (or ('local'|'global', str)), got {name!r}")
 
@@ -239,7 +242,7 @@ async def call(dest: Any, request: Any, timeout: float | None = 5.0, what: str =
             exit reason), or its node is down ("noconnection"); "calling_self" for a call to
             the caller itself.
     """
-    if timeout is not None and (type(timeout) not in (int, float) or timeout < 0):
+    if timeout is not None and (type(timeout) not in (int, float) or not timeout >= 0):
         check_timeout(timeout, what)
     me = _current_get(None)
     if me is None:

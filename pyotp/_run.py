@@ -29,6 +29,7 @@ from schedulers._load import LoadMonitor
 from schedulers._nodes import NodeControl, parse_node
 from schedulers._pool import Pool
 from transport import BadArg, OtpError, ProcessCrash
+from transport._codec import to_wire
 from transport._cookie import resolve_cookie, validate_cookie
 
 from . import _config, _dist_ac, application
@@ -84,12 +85,20 @@ def run(
             ) from None
     if cookie is not None:
         validate_cookie(cookie, "run cookie=")
-    if attributes is not None and type(attributes) is not dict:
-        raise BadArg(f"run attributes= expects a dict, got {attributes!r}")
+    if attributes is not None and (
+        type(attributes) is not dict or not all(type(k) is str for k in attributes)
+    ):
+        raise BadArg(f"run attributes= expects a dict with str keys, got {attributes!r}")
+    if attributes:
+        try:
+            to_wire(attributes)  # other nodes read them for placement
+        except BadArg as e:
+            raise BadArg(f"run attributes=: {e}") from None
     if config is not None and not isinstance(config, (dict, str, os.PathLike)):
         raise BadArg(f"run config= expects a dict or a TOML file path, got {config!r}")
     cfg = _config.load(config)
     _max_message_size(cfg)  # kernel settings refused by name before anything boots
+    _net_ticktime(cfg)
     _busy_wait(cfg)
     _dist_ac.parse(cfg)
     _dist_ac.sync_settings(cfg)
@@ -133,16 +142,6 @@ async def _boot(
     pool = None
     max_size = _max_message_size(cfg)
     busy_wait = _busy_wait(cfg)
-    if name is not None:
-        host = parse_node(name)[1]
-        pool = Pool(sched, schedulers, host=host, max_message_size=max_size, busy_wait=busy_wait)
-        ticktime = float(cfg.get("kernel", {}).get("net_ticktime", 60))
-        control = NodeControl(pool, name, resolve_cookie(cookie), ticktime)
-        sched.router.net_connect = control.connect
-        sched.router.net_disconnect = control.disconnect
-        sched.router.node_control = control
-    elif schedulers > 1:
-        pool = Pool(sched, schedulers, max_message_size=max_size, busy_wait=busy_wait)
     stopped_by_signal = False
     interrupted = False
 
@@ -167,6 +166,20 @@ async def _boot(
     except (ValueError, RuntimeError, NotImplementedError):
         pass  # not the main thread: the signals keep their default meaning
     try:
+        # Inside the try: a node that fails to boot (e.g. a host it cannot listen on) still
+        # leaves this OS process clean, so a later `run` works.
+        if name is not None:
+            host = parse_node(name)[1]
+            pool = Pool(
+                sched, schedulers, host=host, max_message_size=max_size, busy_wait=busy_wait
+            )
+            ticktime = _net_ticktime(cfg)
+            control = NodeControl(pool, name, resolve_cookie(cookie), ticktime)
+            sched.router.net_connect = control.connect
+            sched.router.net_disconnect = control.disconnect
+            sched.router.node_control = control
+        elif schedulers > 1:
+            pool = Pool(sched, schedulers, max_message_size=max_size, busy_wait=busy_wait)
         if pool is not None:
             await pool.start()
         if control is not None:
@@ -253,6 +266,14 @@ def _busy_wait(cfg: dict) -> float | None:
             f"got {value!r}"
         )
     return value / 1e6
+
+
+def _net_ticktime(cfg: dict) -> float:
+    """kernel net_ticktime: seconds a silent peer has before it is taken as down."""
+    value = cfg.get("kernel", {}).get("net_ticktime", 60)
+    if type(value) not in (int, float) or not value > 0 or value == float("inf"):
+        raise BadArg(f"kernel net_ticktime must be a number of seconds > 0, got {value!r}")
+    return float(value)
 
 
 def _max_message_size(cfg: dict) -> int | None:

@@ -526,6 +526,8 @@ def _plan(tab: _Table, name_or_app: Any, order: list[App], path: list[str], seen
     what = "application.ensure_all_started"
     try:
         app = _resolve(tab, name_or_app, what)
+    except BadArg:
+        raise  # not a name or an App at all: the caller's wrong argument, as is
     except OtpError as e:
         # The application that cannot be started is named, as OTP's {error, {App, Reason}}.
         raise OtpError((e.reason[1], e.reason), str(e)) from None

@@ -63,6 +63,8 @@ def _resolve_target(target: str) -> Any:
         if e.name is not None and module_name.startswith(e.name):
             raise _UsageError(f"cannot import module {module_name!r}: {e}") from None
         raise  # the module exists but imports something missing: show the real error
+    except (TypeError, ValueError) as e:  # not a module name at all, e.g. ".." or ".x"
+        raise _UsageError(f"{module_name!r} is not a module name: {e}") from None
     for part in attr.split("."):
         try:
             obj = getattr(obj, part)
@@ -134,6 +136,8 @@ def _run_command(
         pyotp.run(main, *args, schedulers=n, name=name, cookie=cookie, config=config)
     except pyotp.BadArg as e:
         raise _UsageError(str(e)) from None
+    except OSError as e:  # the node could not boot, e.g. a host or port it cannot listen on
+        raise _UsageError(f"node {name} cannot start: {e.strerror or e}") from None
     except pyotp.ProcessCrash as e:
         print(f"pyotp run: {target} exited with reason: {_describe(e.reason)}",
               file=sys.stderr, flush=True)

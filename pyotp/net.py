@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from schedulers import current_process, get, receive_matching
+from schedulers._nodes import parse_node
 from transport import BadArg, Exit, Timeout
 
 from . import _api
@@ -18,8 +19,12 @@ __all__ = ["connect", "disconnect"]
 
 
 def _check(node: object, what: str) -> None:
-    if type(node) is not str or node.count("@") != 1:
-        raise BadArg(f"{what} expects a node name like 'b@127.0.0.1', got {node!r}")
+    try:
+        parse_node(node)  # type: ignore[arg-type]
+    except ValueError:
+        raise BadArg(
+            f"{what} expects a node name like 'b@127.0.0.1' or 'b@127.0.0.1:4400', got {node!r}"
+        ) from None
 
 
 async def connect(node: str, timeout: float | None = 30.0) -> bool:

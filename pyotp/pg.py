@@ -35,6 +35,7 @@ from typing import Any
 from schedulers import current_process, get, self_pid
 from schedulers import receive as receive_any
 from transport import BadArg, CallExit, CallTimeout, OtpError, Pid, Ref, StartError, Timeout
+from transport._codec import to_wire
 
 from . import _api, gen_server
 from ._replicas import Replicas
@@ -127,6 +128,16 @@ def _scope_state(scope: str, what: str) -> _Scope:
     return st
 
 
+def _check_group(group: Any, what: str, term: bool = False) -> None:
+    """A group is a hashable term (it keys the tables and travels to the other nodes)."""
+    try:
+        hash(group)
+    except TypeError:
+        raise BadArg(f"pg.{what}: a group must be hashable, got {group!r}") from None
+    if term:
+        to_wire(group)  # NotSerializable (a BadArg) naming the type, before any server sees it
+
+
 def _pid_list(pids: Any, what: str) -> list[Pid]:
     if type(pids) is Pid:
         return [pids]
@@ -171,10 +182,12 @@ async def join(group: Any, pid_or_pids: Pid | list[Pid], scope: str = DEFAULT_SC
     connected node's scope server has applied the join.
 
     Raises:
-        BadArg: not a pid or list of pids, or a bad scope name.
+        BadArg: not a pid or list of pids, a bad scope name, or a group that is not a
+            hashable term.
     """
     pids = _pid_list(pid_or_pids, "join")
     _check_scope(scope, "join")
+    _check_group(group, "join", term=True)
     current_process("pyotp.pg.join()")
     for n, some in _by_node(pids).items():
         await _update(scope, n, ("join", group, some))
@@ -185,10 +198,12 @@ async def leave(group: Any, pid_or_pids: Pid | list[Pid], scope: str = DEFAULT_S
     """Make the pid(s) leave `group` once each; return "ok", or "not_joined" when none was in.
 
     Raises:
-        BadArg: not a pid or list of pids, or a bad scope name.
+        BadArg: not a pid or list of pids, a bad scope name, or a group that is not a
+            hashable term.
     """
     pids = _pid_list(pid_or_pids, "leave")
     _check_scope(scope, "leave")
+    _check_group(group, "leave", term=True)
     current_process("pyotp.pg.leave()")
     result = "not_joined"
     for n, some in _by_node(pids).items():
@@ -203,6 +218,7 @@ def get_members(group: Any, scope: str = DEFAULT_SCOPE) -> list[Pid]:
     Raises:
         NotInProcess: called from plain code.
     """
+    _check_group(group, "get_members")
     return _scope_state(scope, "get_members").members(group)
 
 
@@ -212,6 +228,7 @@ def get_local_members(group: Any, scope: str = DEFAULT_SCOPE) -> list[Pid]:
     Raises:
         NotInProcess: called from plain code.
     """
+    _check_group(group, "get_local_members")
     return list(_scope_state(scope, "get_local_members").local.get(group, ()))
 
 
@@ -230,6 +247,7 @@ def monitor(group: Any, scope: str = DEFAULT_SCOPE) -> tuple[Ref, list[Pid]]:
         NotInProcess: called from plain code.
     """
     proc = current_process("pyotp.pg.monitor()")
+    _check_group(group, "monitor")
     st = _scope_state(scope, "monitor")
     ref = _watch(st, scope, proc.pid, group)
     return ref, st.members(group)

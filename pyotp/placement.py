@@ -54,6 +54,7 @@ class Spec:
         max_distance: float | None = None,
     ) -> None:
         _check_predicates(predicates)
+        _check_options(group, near, max_distance)
         self.predicates = predicates
         self.group = group
         self.near = near
@@ -61,6 +62,16 @@ class Spec:
 
     def __repr__(self) -> str:
         return f"placement.Spec{self.predicates!r}"
+
+
+def _check_options(group: Any, near: Any, max_distance: Any) -> None:
+    if group is not None and (type(group) is not str or not group):
+        raise BadArg(f"placement group= expects an s_group name str, got {group!r}")
+    _near_node(near)
+    if max_distance is not None and (
+        type(max_distance) not in (int, float) or not max_distance >= 0
+    ):
+        raise BadArg(f"max_distance must be a number >= 0, got {max_distance!r}")
 
 
 def _check_predicates(predicates: tuple) -> None:
@@ -110,6 +121,8 @@ def _host(node: str) -> str:
 
 def distance(a: str, b: str, attrs_a: dict | None = None, attrs_b: dict | None = None) -> float:
     """Distance of nodes `a` and `b` over the locality tree (see the module docstring)."""
+    if type(a) is not str or type(b) is not str:
+        raise BadArg(f"placement.distance expects two node names, got {a!r}, {b!r}")
     if a == b:
         return 0.0
     if _host(a) == _host(b):
@@ -196,13 +209,12 @@ async def choose_nodes(
         max_distance: drop nodes farther than this from `near` (0..1).
 
     Raises:
-        BadArg: a malformed predicate or an unknown operator.
+        BadArg: a malformed predicate, an unknown operator, or a bad option.
         OtpError: "remote_s_group" when `group` is not one of this node's s_groups.
     """
     current_process("pyotp.placement.choose_nodes()")
     _check_predicates(predicates)
-    if max_distance is not None and (type(max_distance) not in (int, float) or max_distance < 0):
-        raise BadArg(f"max_distance must be a number >= 0, got {max_distance!r}")
+    _check_options(group, near, max_distance)
     near_node = _near_node(near)
     infos = {}
     for node in await _candidates(group):

@@ -11,6 +11,7 @@ import inspect
 from typing import Any, Callable
 
 from schedulers import current_process, get, receive_matching
+from schedulers._nodes import parse_node
 from transport import BadArg, Crash, OtpError, Pid, Timeout
 
 from . import _api, net
@@ -39,11 +40,15 @@ async def _run_cast(fn: Callable[..., Any], args: tuple) -> None:
 
 
 def _check(node: Any, fn: Any, timeout: Any = None) -> None:
-    if type(node) is not str or "@" not in node:
-        raise BadArg(f"rpc expects a node name like 'b@127.0.0.1', got {node!r}")
+    try:
+        parse_node(node)
+    except ValueError:
+        raise BadArg(
+            f"rpc expects a node name like 'b@127.0.0.1' or 'b@127.0.0.1:4400', got {node!r}"
+        ) from None
     if not callable(fn):
         raise BadArg(f"rpc expects a function to call, got {fn!r}")
-    if timeout is not None and (type(timeout) not in (int, float) or timeout < 0):
+    if timeout is not None and (type(timeout) not in (int, float) or not timeout >= 0):
         raise BadArg(f"rpc timeout must be None or seconds >= 0, got {timeout!r}")
 
 

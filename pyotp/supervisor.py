@@ -33,7 +33,7 @@ from typing import Any
 from schedulers import current_process, get, receive_matching
 from transport import BadArg, Crash, Exit, OtpError, Pid, StartError, Timeout
 
-from . import _api, _config, gen_server
+from . import _api, _config, gen_server, placement
 
 __all__ = [
     "Supervisor",
@@ -344,9 +344,27 @@ def _parse_spec(spec: Any, auto_shutdown: str | None) -> _Child:
         )
     c.significant = sig
     opts = {k: spec[k] for k in _PLACEMENT_KEYS if spec.get(k) is not None}
+    _check_placement(opts, c)
     if opts and _accepts(c.fn, opts):
         c.kwargs = {**c.kwargs, **opts}
     return c
+
+
+def _check_placement(opts: dict[str, Any], c: _Child) -> None:
+    """The spawn options of a spec have the types `pyotp.spawn` takes (checked here, so a bad
+    spec is refused with its reason instead of every start failing with "badarg")."""
+    for key, value, ok, want in (
+        ("scheduler", opts.get("scheduler"),
+         lambda v: type(v) is int and v >= 0, "an int index >= 0"),
+        ("node", opts.get("node"), lambda v: type(v) is str and v, "a node name str"),
+        ("near", opts.get("near"), lambda v: type(v) is Pid, "a pyotp.Pid"),
+        ("placement", opts.get("placement"),
+         lambda v: v == "auto" or type(v) is placement.Spec, "'auto' or a placement.Spec"),
+    ):
+        if value is not None and not ok(value):
+            raise _spec_error(
+                (f"invalid_{key}", value), f"child {c.id!r}: {key} must be {want}, got {value!r}"
+            )
 
 
 def _parse_modules(mods: Any, c: _Child) -> Any:

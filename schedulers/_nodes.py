@@ -84,7 +84,8 @@ def parse_node(node: str) -> tuple[str, str, int | None]:
     """Split "name@host" or "name@host:port" into (name, host, port or None).
 
     Raises:
-        ValueError: not of that form.
+        ValueError: not of that form, or a port that is not a decimal in 1..65535 (ZeroMQ
+            would bind port 99999 as 34463, under a name no peer could reach).
     """
     if type(node) is not str or node.count("@") != 1:
         raise ValueError(f"a node name is 'name@host' or 'name@host:port', got {node!r}")
@@ -92,6 +93,8 @@ def parse_node(node: str) -> tuple[str, str, int | None]:
     port = None
     if ":" in host:
         host, _, p = host.rpartition(":")
+        if not p.isdecimal() or not 0 < int(p) < 65536:
+            raise ValueError(f"the port of a node name is an int in 1..65535, got {node!r}")
         port = int(p)
     if not name or not host:
         raise ValueError(f"a node name is 'name@host' or 'name@host:port', got {node!r}")

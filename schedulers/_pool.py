@@ -30,6 +30,7 @@ import tempfile
 from typing import Any
 
 import psutil
+import zmq
 
 from transport import _codec
 from transport import _frames as F
@@ -80,7 +81,12 @@ class Pool:
         self.host = host
         self.tcp_endpoints: dict[int, str] = {}
         if host is not None:
-            ports = NodePorts(self.loop, host, self.router.on_node_batch, frame_limit)
+            try:
+                ports = NodePorts(self.loop, host, self.router.on_node_batch, frame_limit)
+            except zmq.ZMQError as e:
+                self.mesh.close()
+                shutil.rmtree(self.dir, ignore_errors=True)
+                raise OSError(e.errno, f"cannot listen on host {host!r}: {e.strerror}") from None
             self.router.ports = ports
             self.tcp_endpoints[0] = ports.endpoint
         main = sys.modules.get("__main__")

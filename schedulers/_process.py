@@ -190,7 +190,7 @@ async def receive(*patterns: Any, timeout: float | None = None) -> Any:
     proc = _current.get(None)
     if proc is None:
         raise NotInProcess("pyotp.receive()")
-    if timeout is not None and (type(timeout) not in (int, float) or timeout < 0):
+    if timeout is not None and (type(timeout) not in (int, float) or not timeout >= 0):
         raise BadArg(f"receive timeout must be None or seconds >= 0, got {timeout!r}")
     if patterns:
         return await receive_matching(proc, compile_patterns(patterns), timeout, patterns)

@@ -27,10 +27,15 @@ class TimerWheel:
         self.loop = loop
         self.buckets: dict[int, set] = {}
 
-    def arm(self, timeout: float, fut: Any) -> int:
-        """Resolve `fut` with `expired` after `timeout` seconds unless cancelled; return key."""
+    def arm(self, timeout: float, fut: Any) -> int | None:
+        """Resolve `fut` with `expired` after `timeout` seconds unless cancelled; return key.
+
+        `timeout` = float("inf") never expires (key None)."""
         # int() + 1 >= ceil(): never early, at most one bucket late (as documented above).
-        key = int((self.loop.time() + timeout) * _PER_SECOND) + 1
+        try:
+            key = int((self.loop.time() + timeout) * _PER_SECOND) + 1
+        except OverflowError:  # infinity: nothing to arm
+            return None
         bucket = self.buckets.get(key)
         if bucket is None:
             bucket = self.buckets[key] = set()
@@ -38,7 +43,7 @@ class TimerWheel:
         bucket.add(fut)
         return key
 
-    def cancel(self, key: int, fut: Any) -> None:
+    def cancel(self, key: int | None, fut: Any) -> None:
         bucket = self.buckets.get(key)
         if bucket is not None:
             bucket.discard(fut)

@@ -416,6 +416,19 @@ def test_ensure_all_started_with_an_unloaded_dependency_names_it():
     assert _reason(go) == ("ghost", ("not_loaded", "ghost"))
 
 
+def test_ensure_all_started_refuses_a_wrong_argument_with_badarg():
+    """It raised OtpError(("a", "badarg")): the first letter of "badarg" as the app name."""
+
+    async def main():
+        for bad in (5, None, ""):
+            with pytest.raises(pyotp.BadArg, match="application name") as info:
+                await application.ensure_all_started(bad)
+            assert info.value.reason == "badarg"
+        return True
+
+    assert pyotp.run(main)
+
+
 def test_ensure_all_started_names_the_application_that_failed_to_start():
     """Follows application:ensure_all_started/2's doc: `{error, {AppName, Reason}}` when an
     application fails to start (checked in erl, OTP 25), unlike start/2's bare reason."""
@@ -498,6 +511,27 @@ def test_a_bad_config_file_is_a_badarg_naming_the_file(tmp_path):
         pyotp.run(main, config=str(tmp_path / "missing.toml"))
     with pytest.raises(pyotp.BadArg, match="'port' must be a table"):
         pyotp.run(main, config=str(not_a_table))
+
+
+def test_a_bad_net_ticktime_or_attributes_are_refused_before_the_node_boots(tmp_path):
+    """net_ticktime "x" crashed a distributed boot with a raw ValueError; -1 or 0 was taken
+    (a node ticking every 0 s); attributes that other nodes cannot read were taken too."""
+    text = tmp_path / "tick.toml"
+    text.write_text('[kernel]\nnet_ticktime = "x"\n')
+
+    async def main():
+        return None
+
+    with pytest.raises(pyotp.BadArg, match="net_ticktime"):
+        pyotp.run(main, config=str(text))
+    for bad in ("x", -1, 0, True, float("nan")):
+        with pytest.raises(pyotp.BadArg, match="net_ticktime"):
+            pyotp.run(main, config={"kernel": {"net_ticktime": bad}})
+    with pytest.raises(pyotp.BadArg, match="str keys"):
+        pyotp.run(main, attributes={1: "x"})
+    with pytest.raises(pyotp.BadArg, match="set"):
+        pyotp.run(main, attributes={"zone": {"a"}})
+    assert pyotp.run(main, config={"kernel": {"net_ticktime": 0.5}}, attributes={"z": 1}) is None
 
 
 # --------------------------------------------------------------------- restart types

@@ -149,6 +149,7 @@ def test_run_a_bad_target_exits_with_2_and_says_why(workdir):
         ("no_such_module:main", "cannot import module 'no_such_module'"),
         ("targets:nope", "has no attribute 'nope'"),
         ("targets:not_callable", "expected a function or an application.App"),
+        ("..:main", "is not a module name"),  # was a raw TypeError traceback
     ]:
         r = pyotp_cli(workdir, "run", target)
         assert r.returncode == 2, (target, r.stderr)
@@ -162,6 +163,15 @@ def test_run_rejects_bad_schedulers_and_config_with_2(workdir):
     r = pyotp_cli(workdir, "run", "targets:hello", "--config", "missing.toml")
     assert r.returncode == 2
     assert "missing.toml" in r.stderr
+
+
+def test_run_with_a_node_name_it_cannot_use_exits_with_2_and_says_why(workdir):
+    # A port ZeroMQ would wrap (99999 -> 34463); a host that is no address of this machine
+    # (TEST-NET-1), which was a raw ZMQError traceback.
+    for name, why in [("a@127.0.0.1:99999", "run name="), ("a@192.0.2.1", "cannot listen")]:
+        r = pyotp_cli(workdir, "run", "targets:hello", "--name", name)
+        assert r.returncode == 2, (name, r.stderr)
+        assert why in r.stderr and "Traceback" not in r.stderr, (name, r.stderr)
 
 
 def test_run_passes_the_config_file_to_the_node(workdir):

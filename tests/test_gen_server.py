@@ -240,6 +240,20 @@ def test_start_rejects_a_class_that_is_not_a_gen_server():
     assert pyotp.run(main)
 
 
+def test_start_refuses_a_local_or_global_name_that_is_not_a_str_in_the_caller():
+    """It used to start the process, which then crashed registering the name: a StartError
+    carrying a crash from deep inside instead of a BadArg naming the argument."""
+
+    async def main():
+        for bad in (("local", 5), ("global", None), ("local", ""), ("via", "x")):
+            with pytest.raises(pyotp.BadArg, match="name must be"):
+                await gen_server.start(Echo, None, name=bad)
+        pid = await gen_server.start(Echo, None, name=("local", "fine"))
+        return pyotp.whereis("fine") == pid
+
+    assert pyotp.run(main)
+
+
 def test_calls_outside_a_process_raise_not_in_process():
     with pytest.raises(pyotp.NotInProcess):
         gen_server.cast("x", "y")

@@ -271,3 +271,31 @@ def test_a_join_or_leave_is_seen_at_once_by_the_caller_on_another_scheduler():
         return (await pyotp.receive(("read", ANY, ANY), timeout=T))[1:]
 
     assert pyotp.run(main, schedulers=2) == (True, True)
+
+
+def test_a_bad_group_is_badarg_in_the_caller_and_the_scope_server_lives_on():
+    """An unhashable group used to crash the scope server (its table lost) while join said
+    "ok"; now it is refused in the caller, as is a group that cannot cross to a node."""
+
+    async def main():
+        pid = pyotp.spawn(h.idle)
+        await pg.join("g", pid)
+        server = pyotp.whereis("$pg:" + pg.DEFAULT_SCOPE)  # the scope server's name
+        for bad in ([1], {"a": 1}, (1, [2])):
+            with pytest.raises(pyotp.BadArg, match="hashable"):
+                await pg.join(bad, pid)
+            with pytest.raises(pyotp.BadArg, match="hashable"):
+                await pg.leave(bad, pid)
+            with pytest.raises(pyotp.BadArg, match="hashable"):
+                pg.get_members(bad)
+            with pytest.raises(pyotp.BadArg, match="hashable"):
+                pg.get_local_members(bad)
+            with pytest.raises(pyotp.BadArg, match="hashable"):
+                pg.monitor(bad)
+        with pytest.raises(pyotp.NotSerializable, match="frozenset"):
+            await pg.join(frozenset([1]), pid)
+        await pg.join(("g", 2), pid)  # a hashable term is fine
+        alive = server is not None and pyotp.whereis("$pg:" + pg.DEFAULT_SCOPE) == server
+        return alive, pg.get_members("g") == [pid], pg.get_members(("g", 2)) == [pid]
+
+    assert pyotp.run(main) == (True, True, True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 
 import pytest
 
@@ -172,6 +173,34 @@ def test_receive_rejects_a_bad_timeout():
         return True
 
     assert pyotp.run(main)
+
+
+def test_a_nan_timeout_is_badarg_and_an_infinite_one_waits_forever():
+    from pyotp import gen_server
+
+    class Srv(gen_server.GenServer):
+        def init(self, arg):
+            return ("ok", arg)
+
+        def handle_call(self, req, from_, state):
+            return ("reply", state, state)
+
+    async def main():
+        nan, inf = float("nan"), float("inf")
+        with pytest.raises(pyotp.BadArg, match="nan"):
+            await pyotp.receive(timeout=nan)
+        with pytest.raises(pyotp.BadArg, match="nan"):
+            pyotp.send_after(nan, pyotp.self(), "m")
+        srv = await gen_server.start(Srv, 7, timeout=inf)
+        with pytest.raises(pyotp.BadArg, match="nan"):
+            await gen_server.call(srv, "get", timeout=nan)
+        assert await gen_server.call(srv, "get", timeout=inf) == 7
+        with pytest.raises(pyotp.BadArg, match="nan"):
+            await pyotp.process_info(srv, timeout=nan)
+        pyotp.send_after(0.05, pyotp.self(), "late")
+        return await pyotp.receive(timeout=inf)
+
+    assert pyotp.run(main) == "late"
 
 
 def test_match_follows_the_pattern_language():
@@ -695,6 +724,29 @@ def test_run_rejects_bad_arguments():
         pyotp.run(lambda: None, schedulers=0)
     with pytest.raises(pyotp.BadArg, match="name"):
         pyotp.run(lambda: None, name="nohost")
+    # ZeroMQ would bind port 99999 as 34463: a node named for a port it does not listen on.
+    for bad in ("a@127.0.0.1:99999", "a@127.0.0.1:0", "a@127.0.0.1:-1", "a@127.0.0.1:x"):
+        with pytest.raises(pyotp.BadArg, match="name"):
+            pyotp.run(lambda: None, name=bad)
+
+
+def test_a_node_that_cannot_listen_on_its_host_fails_clearly_and_leaves_no_trace():
+    """192.0.2.1 (TEST-NET-1) is no address of this machine: the bind fails at once."""
+    with pytest.raises(OSError, match=r"cannot listen on host '192\.0\.2\.1'"):
+        pyotp.run(lambda: None, name="a@192.0.2.1")
+    assert pyotp.run(lambda: "again") == "again"  # not "a node is already running"
+
+
+def test_net_and_rpc_refuse_a_node_name_with_a_bad_port():
+    async def main():
+        for bad in ("b@127.0.0.1:99999", "b@127.0.0.1:x", "nohost"):
+            with pytest.raises(pyotp.BadArg, match="node name"):
+                await pyotp.net.connect(bad)
+            with pytest.raises(pyotp.BadArg, match="node name"):
+                await pyotp.rpc.call(bad, len, "x")
+        return True
+
+    assert pyotp.run(main, name=f"badport{os.getpid()}@127.0.0.1")
 
 
 def test_send_to_name_and_this_node_that_nobody_holds_is_dropped_like_erlang():
@@ -794,3 +846,35 @@ def test_a_process_that_swallows_its_kill_neither_freezes_nor_outlives_its_node(
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == repr(("killed", "still here", sched))
     assert "caught the exit that ended it ('killed')" in done.stderr
+
+
+def test_spawn_flags_and_demonitor_flush_must_be_bools():
+    async def main():
+        for opts in ({"link": "x"}, {"monitor": 1}, {"trap_exit": "yes"}, {"link": None}):
+            with pytest.raises(pyotp.BadArg, match="expect a bool"):
+                pyotp.spawn(_wait_forever, **opts)
+        ref = pyotp.monitor(pyotp.spawn(_wait_forever))
+        with pytest.raises(pyotp.BadArg, match="flush"):
+            pyotp.demonitor(ref, flush="x")
+        return pyotp.demonitor(ref, flush=True)
+
+    assert pyotp.run(main) is True
+
+
+def test_send_after_refuses_a_non_term_for_another_scheduler_at_once():
+    """It was accepted, then dropped without a word when the timer fired."""
+
+    async def main():
+        other = pyotp.spawn(_echo, scheduler=1)
+        await pyotp.register("echo_there", other)
+        for dest in (other, "echo_there"):
+            with pytest.raises(pyotp.NotSerializable, match="set"):
+                pyotp.send_after(0, dest, {1})
+        with pytest.raises(pyotp.NotSerializable, match="set"):
+            pyotp.send_after(0, ("x", "elsewhere@127.0.0.1"), {1})
+        here = pyotp.send_after(10, pyotp.self(), {1})  # stays on this scheduler: fine
+        pyotp.cancel_timer(here)
+        pyotp.send_after(0, other, (pyotp.self(), "ok"))
+        return await pyotp.receive(timeout=5)
+
+    assert pyotp.run(main, schedulers=2) == "ok"

@@ -293,3 +293,20 @@ def test_choose_nodes_filters_by_attributes_and_distance(peer):
     assert set(everyone) == {here, b.name} and gpu == [here] and no_attr == []
     assert set(cores) == {here, b.name} and near == [here]
     assert chosen == here and spawned_on == here
+
+
+def test_placement_options_of_the_wrong_type_are_badarg():
+    """group=5 used to say "this node is not in s_group 5"; distance(5, 6) a raw TypeError."""
+
+    async def main():
+        for opts in ({"group": 5}, {"group": ""}, {"near": 5}, {"max_distance": "x"},
+                     {"max_distance": float("nan")}):
+            with pytest.raises(pyotp.BadArg):
+                await placement.choose_nodes(**opts)
+            with pytest.raises(pyotp.BadArg):
+                placement.Spec(**opts)
+        with pytest.raises(pyotp.BadArg, match="node names"):
+            placement.distance(5, 6)
+        return await placement.choose_nodes(max_distance=0.5)
+
+    assert len(run_node(main)) == 1  # this node only

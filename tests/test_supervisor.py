@@ -778,6 +778,12 @@ def test_significant_with_auto_shutdown_never_is_a_bad_spec():
             {"id": "x", "start": (start_ignore, ()), "significant": True},
             ("bad_combination", [("restart", "permanent"), ("significant", True)]),
         ),
+        # The spawn options a spec may carry: refused by the check, not "badarg" per start.
+        ({"id": "x", "start": (start_ignore, ()), "scheduler": "0"}, ("invalid_scheduler", "0")),
+        ({"id": "x", "start": (start_ignore, ()), "scheduler": -1}, ("invalid_scheduler", -1)),
+        ({"id": "x", "start": (start_ignore, ()), "node": 5}, ("invalid_node", 5)),
+        ({"id": "x", "start": (start_ignore, ()), "near": "p"}, ("invalid_near", "p")),
+        ({"id": "x", "start": (start_ignore, ()), "placement": "x"}, ("invalid_placement", "x")),
     ],
 )
 def test_check_childspecs_raises_otp_error_naming_the_problem(spec, reason):

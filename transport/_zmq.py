@@ -255,7 +255,11 @@ class NodePorts(_Streams):
         self._init_streams(loop, max_frame - 65536)
         self.ctx = zmq.Context.instance()
         self.pull = _pull(self.ctx, max_frame)
-        port = self.pull.bind_to_random_port(f"tcp://{host}")
+        try:
+            port = self.pull.bind_to_random_port(f"tcp://{host}")
+        except zmq.ZMQError:
+            self.pull.close(linger=0)  # a host this machine cannot listen on
+            raise
         self.endpoint = f"tcp://{host}:{port}"
         self.on_batch = on_batch
         self.accept: dict[bytes, str] = {}  # token -> node name
