@@ -32,7 +32,7 @@ from transport import BadArg, OtpError, ProcessCrash
 from transport._codec import to_wire
 from transport._cookie import resolve_cookie, validate_cookie
 
-from . import _config, _dist_ac, application
+from . import _config, _dist_ac, application, s_group
 
 __all__ = ["run"]
 
@@ -102,6 +102,7 @@ def run(
     _busy_wait(cfg)
     _dist_ac.parse(cfg)
     _dist_ac.sync_settings(cfg)
+    s_group.parse_config(cfg)
     if get() is not None:
         raise OtpError("already_running", "pyotp.run: a node is already running in this process")
     # Green processes allocate many small long-lived objects (process, pid, task, mailbox);
@@ -235,8 +236,16 @@ async def _stop_applications(sched: Scheduler) -> None:
 
 
 async def _kernel_boot(sched: Scheduler, cfg: dict) -> None:
-    """Start the distributed-applications coordinator and sync with the sync_nodes_* nodes
-    (a process of its own, as both talk to other nodes) before `main` runs."""
+    """Take the s_groups of the config, start the distributed-applications coordinator and
+    sync with the sync_nodes_* nodes (each a process of its own, as they talk to other
+    nodes) before `main` runs."""
+    groups = s_group.parse_config(cfg)
+    if groups:
+        proc = sched.spawn(s_group.boot, (groups,), None)._proc
+        await _outcome(proc)
+        if proc.reason != "normal":
+            raise OtpError(("kernel_boot_failed", proc.reason),
+                           f"pyotp.run: taking the kernel s_groups failed: {proc.reason}")
     specs = _dist_ac.parse(cfg)
     mandatory, optional, timeout = _dist_ac.sync_settings(cfg)
     if not specs and timeout is None:

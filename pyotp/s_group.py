@@ -9,6 +9,9 @@ only to the members of its groups: connections are not transitive across groups.
 has its own name space (`register_name(group, name, pid)`), replicated on its members;
 a name is dropped when its process exits or its node goes down.
 
+Groups are made at run time (`new_s_group`) or at boot from the kernel config `s_groups`,
+as in SD Erlang: `[[name, [node, ...]], ...]`, the same list on every node (`parse_config`).
+
 Shapes follow the RELEASE project's `s_group.erl`: `new_s_group` returns `(name, nodes)`,
 `own_s_groups()` a list of `(name, nodes)`, `s_groups()` `(own_names, other_names)` or None on
 a free node, `remove_nodes` returns None; errors raise `OtpError` with reasons
@@ -241,6 +244,55 @@ async def _ensure_started(node: str | None = None) -> None:
         except Exception as exc:  # started meanwhile by another caller
             if _api.whereis(SERVER) is None:
                 raise OtpError("s_group_server_failed", f"s_group server: {exc}") from None
+
+
+def parse_config(cfg: dict) -> list[tuple[str, list[str]]]:
+    """Return the kernel `s_groups` parameter as [(name, nodes)] (empty when unset).
+
+    Its shape is the RELEASE project's: a list of `[name, nodes]` or `[name, publish_type,
+    nodes]` entries (the publish type is read and ignored).
+
+    Raises:
+        BadArg: the parameter is malformed (the message names the bad entry).
+    """
+    raw = cfg.get("kernel", {}).get("s_groups")
+    if raw is None:
+        return []
+    shape = ("kernel s_groups must be a list of [name, nodes] or [name, publish_type, nodes] "
+             "entries, nodes being a list of node names")
+    if not isinstance(raw, (list, tuple)):
+        raise BadArg(f"{shape}; got {raw!r}")
+    groups: dict[str, list[str]] = {}
+    for entry in raw:
+        if not isinstance(entry, (list, tuple)) or len(entry) not in (2, 3):
+            raise BadArg(f"{shape}; got the entry {entry!r}")
+        name, nodes = entry[0], entry[-1]
+        if type(name) is not str or not name:
+            raise BadArg(f"{shape}; the entry {entry!r} has no group name")
+        if name in groups:
+            raise BadArg(f"kernel s_groups: the group {name!r} is defined twice")
+        if not isinstance(nodes, (list, tuple)) or not nodes or not all(
+            type(n) is str and n.count("@") == 1 for n in nodes
+        ):
+            raise BadArg(f"{shape}; the group {name!r} has the nodes {nodes!r}")
+        groups[name] = sorted(dict.fromkeys(nodes))
+    return list(groups.items())
+
+
+async def boot(groups: list[tuple[str, list[str]]]) -> None:
+    """Take this node's s_groups from the kernel config at boot (see `parse_config`).
+
+    As in SD Erlang, every node reads the same definitions: the groups that list this node
+    are its own (connections limited to their members from now on), the others are known
+    by name; nothing is dialled.
+    """
+    await _ensure_started()
+    here = _api.node()
+    for name, members in groups:
+        if here in members:
+            await gen_server.call(SERVER, ("set_group", name, members), _T)
+        else:
+            await gen_server.call(SERVER, ("known", name), _T)
 
 
 def _check_group(name: Any, what: str) -> None:

@@ -178,6 +178,38 @@ def test_connections_are_not_transitive_across_s_groups(peer, monkeypatch):
     assert run_node(main) == [b.name]
 
 
+def test_the_kernel_s_groups_config_makes_the_groups_at_boot(peer, monkeypatch):
+    """SD Erlang's static s_groups: the groups listing this node are its own (connections
+    limited to their members, not transitive), the others are known by name."""
+    c = peer("c")
+    monkeypatch.setenv("PEER_CONNECT", c.name)
+    b = peer("b")  # connected to C before A ever meets it
+    monkeypatch.delenv("PEER_CONNECT")
+    a = node_name("a")
+    config = {"kernel": {"net_ticktime": 1, "s_groups": [
+        ["ab", [a, b.name]], ["cd", "normal", [c.name, "d@127.0.0.1"]]]}}
+
+    async def main():
+        groups = await s_group.s_groups(), await s_group.own_s_groups()
+        assert await pyotp.net.connect(b.name)
+        await asyncio.sleep(1.0)  # give a transitive connect to C every chance to happen
+        return groups, pyotp.nodes()
+
+    groups, connected = pyotp.run(main, name=a, cookie=COOKIE, config=config)
+    assert groups == ((["ab"], ["cd"]), [("ab", sorted([a, b.name]))])
+    assert connected == [b.name]
+
+
+@pytest.mark.parametrize("bad", [5, [["g"]], [["g", []]], [[1, ["a@h"]]], [["g", ["noat"]]],
+                                 [["g", ["a@h"]], ["g", ["b@h"]]]])
+def test_a_malformed_kernel_s_groups_config_is_badarg_before_boot(bad):
+    async def main():
+        return "booted"
+
+    with pytest.raises(pyotp.BadArg, match="s_groups"):
+        pyotp.run(main, name=node_name("a"), cookie=COOKIE, config={"kernel": {"s_groups": bad}})
+
+
 async def _wait_until(predicate, what):
     """Poll the coroutine function `predicate` until it is true (deadline T)."""
     end = time.monotonic() + T
