@@ -85,7 +85,8 @@ def spawn(
         monitor: monitor it; the call then returns `(pid, ref)`.
         scheduler: the scheduler index to run on (default: this one).
         node: the node to run on (default: this one).
-        placement: `"auto"` to pick the least-loaded scheduler.
+        placement: `"auto"` to pick the least-loaded scheduler (this one for a function or
+            arguments that cannot cross to another).
         near: a pid whose scheduler the new process should share.
         trap_exit: start with `trap_exit` set.
 
@@ -126,7 +127,14 @@ def spawn(
     if scheduler is not None or node is not None or placement is not None or near is not None:
         target = _place(sched, scheduler, node, placement, near)
         if target != sched.index:
-            return sched.router.spawn(target, fn, args, parent, link, monitor, trap_exit)
+            try:
+                return sched.router.spawn(target, fn, args, parent, link, monitor, trap_exit)
+            except BadArg:
+                if placement != "auto" or scheduler is not None or near is not None:
+                    raise
+                # Implicit placement: what cannot cross (a lambda, a closure, arguments
+                # that are no terms) runs here, whichever scheduler the load favoured.
+                sched.router.pending_spawns[target] -= 1
     return sched.spawn(fn, args, parent, link, monitor, trap_exit)
 
 

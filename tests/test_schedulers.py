@@ -579,6 +579,25 @@ def test_a_killed_scheduler_fires_noconnection_and_is_replaced_with_a_new_creati
         logging.disable(logging.NOTSET)
 
 
+def test_auto_placement_runs_what_cannot_cross_on_the_calling_scheduler():
+    """A lambda, a closure or arguments that are no terms cannot go to another scheduler:
+    placement="auto" puts them here every time, rather than fail when the load says 1."""
+
+    async def main():
+        me = pyotp.self()
+        pids = []
+        for i in range(40):
+            pids.append(pyotp.spawn(lambda i=i: pyotp.send(me, ("ran", i)), placement="auto"))
+            pids.append(pyotp.spawn(pyotp.send, me, ("set", {i}), placement="auto"))
+        got = sorted([(await pyotp.receive(ANY, timeout=T))[0] for _ in range(80)])
+        crossing = [pyotp.spawn(echo, placement="auto").scheduler for _ in range(40)]
+        return got == ["ran"] * 40 + ["set"] * 40, {p.scheduler for p in pids}, set(crossing)
+
+    ran, here, crossing = run2(main)
+    assert ran and here == {0}
+    assert crossing == {0, 1}  # what can cross still goes where the load says
+
+
 def report_names(parent):
     """Tell `parent` what this scheduler's copies of the global_ and pg tables say."""
     pyotp.send(parent, ("names", global_.whereis_name("before"),
@@ -763,3 +782,28 @@ def test_a_message_over_max_message_size_is_refused_at_send_and_harms_no_one():
 
     got = pyotp.run(main, schedulers=2, config={"kernel": {"max_message_size": 2000}})
     assert got == b"y" * 100
+
+
+def test_a_script_without_a_main_guard_gets_a_hint_when_its_function_is_spawned_elsewhere(
+    tmp_path,
+):
+    """The other scheduler loads the script to find the function; an unguarded pyotp.run
+    there fails, and the spawned process's crash reason says why and what to do."""
+    script = tmp_path / "noguard.py"
+    script.write_text(textwrap.dedent("""
+        import pyotp
+
+        async def echo(parent):
+            pyotp.send(parent, "hi")
+
+        async def main():
+            pid, ref = pyotp.spawn(echo, pyotp.self(), scheduler=1, monitor=True)
+            return str(await pyotp.receive(pyotp.ANY, timeout=10))
+
+        print(pyotp.run(main, schedulers=2))
+    """))
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=60, cwd=tmp_path, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "DOWN" in done.stdout
+    assert 'Guard its entry point with `if __name__ == "__main__":`' in done.stdout

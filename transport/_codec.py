@@ -133,7 +133,14 @@ def resolve_code(name: str) -> Any:
     main = sys.modules.get("__main__")
     if module == "__main__" and MAIN_PATH and getattr(main, "__file__", None) != MAIN_PATH:
         if _main_module is None:
-            ns = runpy.run_path(MAIN_PATH, run_name="__mp_main__")
+            try:
+                ns = runpy.run_path(MAIN_PATH, run_name="__mp_main__")
+            except (Exception, SystemExit) as exc:
+                raise ImportError(
+                    f"loading the main script {MAIN_PATH} here failed ({type(exc).__name__}: "
+                    f"{exc}); does it start the node at import? Guard its entry point with "
+                    f"`if __name__ == \"__main__\":`"
+                ) from None
             _main_module = type(sys)("__mp_main__")
             _main_module.__dict__.update(ns)
             sys.modules["__mp_main__"] = _main_module
