@@ -509,10 +509,12 @@ class Scheduler:
             if not stuck or self.loop.time() >= deadline:
                 break
             await asyncio.sleep(0.01)
+        unregister = getattr(asyncio.tasks, "_unregister_task", None)
         for task in stuck:
             log.warning("abandoning %s: its process is dead but its code went on", task)
             task._log_destroy_pending = False
-            asyncio.tasks._unregister_task(task)
+            if unregister is not None:  # CPython's; without it the loop's close waits on it
+                unregister(task)
             ctypes.pythonapi.Py_IncRef(ctypes.py_object(task))
 
 
