@@ -13,6 +13,7 @@ let it fail, then heal. The summary is printed and returned.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -23,6 +24,7 @@ __all__ = ["main"]
 
 _JOBS = 24
 _SPAN = 15_000
+_SLICE = 500  # numbers a worker checks between two yields
 _WORKERS = 8
 _FAULTY_JOB = 5  # this job's first run kills its worker, to show the healing
 
@@ -79,7 +81,11 @@ async def _worker(foreman: pyotp.Pid) -> None:
         if faulty:
             raise pyotp.Exit(("injected_fault", job))  # dies mid-job; the foreman heals it
         lo = job * _SPAN
-        gen_server.cast("demo_tally", ("result", job, _count_primes(lo, lo + _SPAN)))
+        primes = 0
+        for start in range(lo, lo + _SPAN, _SLICE):
+            primes += _count_primes(start, min(start + _SLICE, lo + _SPAN))
+            await asyncio.sleep(0)  # green processes share their scheduler: yield now and then
+        gen_server.cast("demo_tally", ("result", job, primes))
 
 
 async def _foreman(owner: pyotp.Pid, jobs: int, workers: int) -> None:
