@@ -491,8 +491,9 @@ class Scheduler:
         await asyncio.sleep(0)
         await self._abandon_stuck_tasks()
 
-    async def _abandon_stuck_tasks(self, grace: float = 0.2) -> None:
-        """Leave behind the tasks of dead processes that swallowed their end and run on.
+    async def _abandon_stuck_tasks(self, grace: float = 1.0) -> None:
+        """Leave behind the tasks of dead processes still running `grace` s after the end:
+        their code swallowed its end and went on (or its cleanup awaits for that long).
 
         Such a task never finishes (see _process._dead_end), and the event loop's close
         would cancel it, let it catch that too, and wait for it forever. It is taken off
@@ -511,7 +512,7 @@ class Scheduler:
             await asyncio.sleep(0.01)
         unregister = getattr(asyncio.tasks, "_unregister_task", None)
         for task in stuck:
-            log.warning("abandoning %s: its process is dead but its code went on", task)
+            log.warning("abandoning %s: its process is dead but its code has not finished", task)
             task._log_destroy_pending = False
             if unregister is not None:  # CPython's; without it the loop's close waits on it
                 unregister(task)
