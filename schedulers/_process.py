@@ -22,7 +22,7 @@ from collections import deque
 from itertools import islice
 from typing import Any, Callable
 
-from transport import BadArg, NotInProcess, Pid, Ref, Timeout
+from transport import BadArg, Exit, NotInProcess, Pid, Ref, Timeout
 
 from ._match import compile_patterns
 from ._timers import EXPIRED, TimerWheel
@@ -59,6 +59,7 @@ class Process:
         "marker_pos",
         "suspended",
         "info",
+        "exit_raised",
     )
 
     def __init__(self, pid: Pid, parent: Pid | None, fn: Any) -> None:
@@ -82,6 +83,7 @@ class Process:
         self.marker_pos = 0
         self.suspended = False
         self.info: dict | None = None  # behaviour metadata (module, state hooks) for sys_/code
+        self.exit_raised = False  # a receive after its death raised Exit (see _dead_end)
 
     def __repr__(self) -> str:
         return f"<Process {self.pid!r}>"
@@ -232,6 +234,10 @@ async def receive_matching(
 ) -> Any:
     """Internal receive with a compiled matcher (behaviours call this directly)."""
     if proc.reason is not None:
+        if not proc.exit_raised:
+            # Dead already, e.g. a `finally` cleanup of a killed process: end it, as before.
+            proc.exit_raised = True
+            raise Exit(proc.reason)
         await _dead_end(proc)
     mbox = proc.mbox
     if mbox:
@@ -284,7 +290,8 @@ async def receive_matching(
 async def _dead_end(proc: Process) -> None:
     """Park for good a process that is already dead yet called `receive` again.
 
-    Its end was raised in it (a CancelledError or Exit) and its code caught that and went on,
+    Its end was raised in it (a CancelledError, then Exit from the first `receive` after its
+    death, so a cleanup in a `finally` still ends) and its code caught both and went on,
     e.g. a loop under a bare `except:`. Raising again would spin such a loop and freeze the
     scheduler; Erlang would not run it at all. So it never runs again: its links and monitors
     have fired, and at shutdown its task is abandoned (see Scheduler.shutdown).

@@ -523,6 +523,28 @@ def test_a_killed_process_that_swallows_cancellation_stays_dead():
     assert pyotp.run(main) == ("killed", None)
 
 
+def test_a_killed_process_whose_finally_calls_receive_ends():
+    """A cleanup that receives (a call in a `finally`) swallows nothing: the task ends, it
+    is not parked for good as a process that caught its exit."""
+
+    async def main():
+        async def cleanup():
+            try:
+                await pyotp.receive(("never",))
+            finally:
+                await pyotp.receive(("also never",), timeout=5)
+
+        pids = [pyotp.spawn(cleanup) for _ in range(5)]
+        await asyncio.sleep(0.01)
+        tasks = [p._proc.task for p in pids]
+        for p in pids:
+            pyotp.exit(p, "kill")
+        await asyncio.sleep(0.05)
+        return [t.done() for t in tasks]
+
+    assert pyotp.run(main) == [True] * 5
+
+
 def test_register_whereis_unregister_and_registered():
     async def main():
         pid = pyotp.spawn(_echo)
