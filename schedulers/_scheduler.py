@@ -472,6 +472,9 @@ class Scheduler:
         Processes are signalled newest first, so children hear before their supervisors.
         """
         if not self.procs:
+            # A parked process (see _process._dead_end) is no longer in procs: its task
+            # must still be abandoned, or the loop's close waits for it forever.
+            await self._abandon_stuck_tasks()
             return
         for proc in sorted(self.procs.values(), key=lambda p: -p.pid.serial):
             if proc.reason is None:

@@ -870,6 +870,45 @@ def test_a_process_that_swallows_its_kill_neither_freezes_nor_outlives_its_node(
     assert "caught the exit that ended it ('killed')" in done.stderr
 
 
+_STUBBORN_LAST = '''
+import sys, pyotp
+
+async def stubborn(parent):
+    pyotp.send(parent, "ready")
+    while True:
+        try:
+            await pyotp.receive()
+        except:  # swallows CancelledError and Exit too
+            pass
+
+async def main(sched):
+    victim = pyotp.spawn(stubborn, pyotp.self(), scheduler=sched)
+    ref = pyotp.monitor(victim)
+    await pyotp.receive("ready", timeout=10)
+    pyotp.exit(victim, "kill")
+    down = await pyotp.receive(("DOWN", ref, "process", victim, pyotp.ANY), timeout=10)
+    return down[4]  # the parked process is all that is left of this node
+
+if __name__ == "__main__":
+    print(pyotp.run(main, int(sys.argv[1]), schedulers=2), flush=True)
+'''
+
+
+@pytest.mark.parametrize("sched", [0, 1])
+def test_a_node_whose_only_leftover_is_a_parked_process_stops(tmp_path, sched):
+    """Shutdown with no live process left still abandons a parked task (it returned early,
+    and the loop's close then waited for that task forever, deaf to SIGTERM)."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "stubborn_last.py"
+    script.write_text(_STUBBORN_LAST)
+    done = subprocess.run([sys.executable, str(script), str(sched)], capture_output=True,
+                          text=True, timeout=60, cwd=tmp_path, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "killed"
+
+
 def test_spawn_flags_and_demonitor_flush_must_be_bools():
     async def main():
         for opts in ({"link": "x"}, {"monitor": 1}, {"trap_exit": "yes"}, {"link": None}):
