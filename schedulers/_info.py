@@ -40,12 +40,18 @@ def info_of(proc: Any, me: Any = None, name_monitors: Any = None) -> dict[str, A
         "scheduler": proc.pid.scheduler,
         "node": proc.pid.node,
         "current_function": (
-            getattr(fn, "__module__", None),
+            _module_name(getattr(fn, "__module__", None)),
             getattr(fn, "__qualname__", repr(fn)),
         ),
         "reductions": proc.reductions,
         "memory": memory,
     }
+
+
+def _module_name(module: Any) -> Any:
+    """The module as the node's code names it: the main script, which a scheduler that is
+    not the script's own OS process loads as "__mp_main__", reads "__main__" everywhere."""
+    return "__main__" if module == "__mp_main__" else module
 
 
 def _blocked(task: Any) -> bool:

@@ -807,3 +807,26 @@ def test_a_script_without_a_main_guard_gets_a_hint_when_its_function_is_spawned_
     assert done.returncode == 0, done.stderr
     assert "DOWN" in done.stdout
     assert 'Guard its entry point with `if __name__ == "__main__":`' in done.stdout
+
+
+def test_process_info_names_a_main_script_function_the_same_on_every_scheduler(tmp_path):
+    """Another scheduler loads the main script as "__mp_main__"; process_info still says
+    "__main__", as for the same function on scheduler 0."""
+    script = tmp_path / "names.py"
+    script.write_text(textwrap.dedent("""
+        import pyotp
+
+        async def idle():
+            await pyotp.receive("never")
+
+        async def main():
+            pids = [pyotp.spawn(idle, scheduler=k) for k in (0, 1)]
+            return [(await pyotp.process_info(p))["current_function"] for p in pids]
+
+        if __name__ == "__main__":
+            print(pyotp.run(main, schedulers=2))
+    """))
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=60, cwd=tmp_path, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == repr([("__main__", "idle"), ("__main__", "idle")])
