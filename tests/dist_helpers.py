@@ -14,7 +14,7 @@ import sys
 import time
 
 import pyotp
-from pyotp import gen_server
+from pyotp import gen_server, pg
 
 
 async def echo():
@@ -183,7 +183,16 @@ async def serve(name, cookie, ticktime):
     await pyotp.receive(("never",))
 
 
+async def members_reader():
+    """Answer ("read", group, parent) with the members of pg `group` as this scheduler's
+    copy has them."""
+    while True:
+        _, group, parent = await pyotp.receive(("read", str, pyotp.Pid))
+        pyotp.send(parent, ("members", pyotp.self().scheduler, pg.get_members(group)))
+
+
 if __name__ == "__main__":
     node, cookie, ticktime = sys.argv[1], sys.argv[2], float(sys.argv[3])
     pyotp.run(serve, node, cookie, ticktime, name=node, cookie=cookie,
+              schedulers=int(os.environ.get("PEER_SCHEDULERS", "1")),
               config={"kernel": {"net_ticktime": ticktime}})

@@ -299,3 +299,25 @@ def test_a_bad_group_is_badarg_in_the_caller_and_the_scope_server_lives_on():
         return alive, pg.get_members("g") == [pid], pg.get_members(("g", 2)) == [pid]
 
     assert pyotp.run(main) == (True, True, True)
+
+
+def test_a_join_is_seen_at_once_on_every_scheduler_of_another_node(peer, monkeypatch):
+    """A join made here is read on every scheduler of another node (its scope server's
+    replicas) once join has returned."""
+    monkeypatch.setenv("PEER_SCHEDULERS", "2")
+    b = peer("b")
+    monkeypatch.delenv("PEER_SCHEDULERS")
+
+    async def main():
+        assert await pyotp.net.connect(b.name)
+        me = pyotp.self()
+        reader = pyotp.spawn(h.members_reader, node=b.name, scheduler=1)
+        seen = []
+        for group in ("g1", "g2", "g3", "g4", "g5"):
+            await pg.join(group, me)
+            pyotp.send(reader, ("read", group, me))
+            seen.append(await pyotp.receive(("members", ANY, ANY), timeout=T))
+        return seen, me
+
+    seen, me = run_node(main)
+    assert seen == [("members", 1, [me])] * 5
