@@ -837,12 +837,14 @@ async def stubborn(parent):
         except:  # swallows CancelledError and Exit too
             pass
 
-async def main(sched):
+async def main(sched, last):
     victim = pyotp.spawn(stubborn, pyotp.self(), scheduler=sched)
     ref = pyotp.monitor(victim)
     await pyotp.receive("ready", timeout=10)
     pyotp.exit(victim, "kill")
     down = await pyotp.receive(("DOWN", ref, "process", victim, pyotp.ANY), timeout=10)
+    if last:
+        return down[4]  # the parked process is all that is left of this node
     pyotp.spawn(stubborn, pyotp.self(), scheduler=sched)  # alive until the node stops
     await pyotp.receive("ready", timeout=10)
     # the scheduler still serves other processes
@@ -850,62 +852,37 @@ async def main(sched):
     return down[4], await pyotp.receive("still here", timeout=10), echo.scheduler
 
 if __name__ == "__main__":
-    print(pyotp.run(main, int(sys.argv[1]), schedulers=2), flush=True)
+    print(pyotp.run(main, int(sys.argv[1]), sys.argv[2] == "last", schedulers=2), flush=True)
 '''
+
+
+def _run_stubborn(tmp_path, sched, mode):
+    """Run _STUBBORN as a node's main script (its own OS process); return the result."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "stubborn.py"
+    script.write_text(_STUBBORN)
+    done = subprocess.run([sys.executable, str(script), str(sched), mode], capture_output=True,
+                          text=True, timeout=60, cwd=tmp_path, check=False)
+    assert done.returncode == 0, done.stderr
+    return done
 
 
 @pytest.mark.parametrize("sched", [0, 1])
 def test_a_process_that_swallows_its_kill_neither_freezes_nor_outlives_its_node(tmp_path, sched):
     """A loop under a bare except: once killed it never runs again (no spin), its monitor
     fires "killed", other processes go on, and the node stops cleanly at the end."""
-    import subprocess
-    import sys
-
-    script = tmp_path / "stubborn.py"
-    script.write_text(_STUBBORN)
-    done = subprocess.run([sys.executable, str(script), str(sched)], capture_output=True,
-                          text=True, timeout=60, cwd=tmp_path, check=False)
-    assert done.returncode == 0, done.stderr
+    done = _run_stubborn(tmp_path, sched, "more")
     assert done.stdout.strip() == repr(("killed", "still here", sched))
     assert "caught the exit that ended it ('killed')" in done.stderr
-
-
-_STUBBORN_LAST = '''
-import sys, pyotp
-
-async def stubborn(parent):
-    pyotp.send(parent, "ready")
-    while True:
-        try:
-            await pyotp.receive()
-        except:  # swallows CancelledError and Exit too
-            pass
-
-async def main(sched):
-    victim = pyotp.spawn(stubborn, pyotp.self(), scheduler=sched)
-    ref = pyotp.monitor(victim)
-    await pyotp.receive("ready", timeout=10)
-    pyotp.exit(victim, "kill")
-    down = await pyotp.receive(("DOWN", ref, "process", victim, pyotp.ANY), timeout=10)
-    return down[4]  # the parked process is all that is left of this node
-
-if __name__ == "__main__":
-    print(pyotp.run(main, int(sys.argv[1]), schedulers=2), flush=True)
-'''
 
 
 @pytest.mark.parametrize("sched", [0, 1])
 def test_a_node_whose_only_leftover_is_a_parked_process_stops(tmp_path, sched):
     """Shutdown with no live process left still abandons a parked task (it returned early,
     and the loop's close then waited for that task forever, deaf to SIGTERM)."""
-    import subprocess
-    import sys
-
-    script = tmp_path / "stubborn_last.py"
-    script.write_text(_STUBBORN_LAST)
-    done = subprocess.run([sys.executable, str(script), str(sched)], capture_output=True,
-                          text=True, timeout=60, cwd=tmp_path, check=False)
-    assert done.returncode == 0, done.stderr
+    done = _run_stubborn(tmp_path, sched, "last")
     assert done.stdout.strip() == "killed"
 
 
